@@ -1,0 +1,1 @@
+"""Engine: the ``ChangeDetector`` API, device choice, training and evaluation loops."""
