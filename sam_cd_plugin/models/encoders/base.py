@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ...core.errors import CheckpointError
+from ...core.errors import CheckpointError, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +28,28 @@ class Encoder(nn.Module):
         raise NotImplementedError
 
     def freeze(self, trainable_last_stage: bool = False) -> None:
-        """Freeze all parameters (optionally keeping the deepest stage trainable)."""
+        """Freeze all parameters (optionally keeping the deepest stage trainable).
+
+        Frozen batch-norm layers also stay in eval mode (see :meth:`train`), so their running
+        statistics are not changed by training either.
+        """
         for p in self.parameters():
             p.requires_grad_(False)
         if trainable_last_stage:
             for p in self.last_stage().parameters():
                 p.requires_grad_(True)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Encoder":
+        """Set train/eval mode; batch norms whose parameters are all frozen stay in eval mode."""
+        super().train(mode)
+        if mode:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    params = list(m.parameters())
+                    if params and not any(p.requires_grad for p in params):
+                        m.eval()
+        return self
 
     def last_stage(self) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -52,20 +68,17 @@ def register(name: str, builder: Callable[[], Encoder],
 
 
 def _ensure_registered() -> None:
-    if not _BUILDERS:
-        from . import fastsam  # noqa: F401  (registers on import)
-        try:
-            from . import sam2, mobilesam  # noqa: F401
-        except ImportError:  # encoders added in later modules may be absent
-            pass
-
-
-def encoder_names() -> list[str]:
-    _ensure_registered()
-    return list(_BUILDERS)
+    # Importing registers; always import all (cached), even if one was imported directly first.
+    from . import fastsam, mobilesam, sam2  # noqa: F401
 
 
 ENCODER_NAMES = ("fastsam-s", "fastsam-x", "sam2-t", "sam2-s", "sam2-b+", "mobilesam")
+
+
+def encoder_names() -> list[str]:
+    """Registered encoder names, in :data:`ENCODER_NAMES` order."""
+    _ensure_registered()
+    return [n for n in ENCODER_NAMES if n in _BUILDERS] + sorted(set(_BUILDERS) - set(ENCODER_NAMES))
 
 
 def build_encoder(name: str, weights: Path | str | None = None, freeze: bool = False,
@@ -80,7 +93,7 @@ def build_encoder(name: str, weights: Path | str | None = None, freeze: bool = F
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise CheckpointError(f"Encoder weights file not found: {path}.")
+            raise WeightsError(f"Encoder weights file not found: {path}. Check the path.")
         _WEIGHT_LOADERS[key](encoder, path)
         log.info("Loaded %s weights from %s", key, path)
     if freeze:

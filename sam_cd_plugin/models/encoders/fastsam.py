@@ -54,9 +54,13 @@ def load_fastsam_weights(encoder: FastSamEncoder, path: Path) -> None:
     from .weights import load_ultralytics_state_dict, copy_matching
 
     state = load_ultralytics_state_dict(path)
-    backbone = {k[len("model."):]: v for k, v in state.items()
-                if k.startswith("model.") and int(k.split(".")[1]) <= _TAPS[-1]}
-    copy_matching(encoder.layers, backbone, path, encoder.name)
+    backbone = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if parts[0] == "model" and len(parts) > 2 and parts[1].isdigit() \
+                and int(parts[1]) <= _TAPS[-1]:
+            backbone[key[len("model."):]] = value
+    copy_matching(encoder.layers, backbone, path, encoder.name, full=state)
 
 
 for _name, _config in _CONFIGS.items():

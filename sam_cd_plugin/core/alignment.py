@@ -1,0 +1,368 @@
+"""A before/after raster pair read window by window on one common grid.
+
+The output grid is the *before* raster's grid (CRS, geotransform, size). When the after raster
+is on another grid (other CRS, resolution, origin or size) it is warped onto the before grid
+with ``gdal.Warp`` into an in-memory VRT (bilinear, with an alpha band), so nothing is resampled
+up front and memory stays bounded: each :meth:`AlignedPair.read` warps only the pixels it needs.
+
+Validity of an output pixel (``valid`` in :meth:`AlignedPair.read`) is False when
+
+* it lies outside the before raster (windows may extend past the border; those pixels are
+  filled by reflecting the inside pixels),
+* it lies outside the after raster's footprint (partial overlap),
+* any selected band of either raster is nodata there (band nodata value, alpha/mask band) or
+  NaN/Inf.
+
+Invalid pixels inside the raster are set to 0 in both returned images.
+
+Band selection: by default the first three bands (a raster with fewer than three bands uses
+band 1, replicated to three channels); explicit 1-based lists of one or three bands.
+Each raster is normalised with :class:`~sam_cd_plugin.core.normalisation.BandStats` computed
+once from the whole raster (see :mod:`sam_cd_plugin.core.normalisation`).
+
+Rasters without a CRS are accepted only in pairs of the same size (pixel-to-pixel alignment).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, osr
+
+from .errors import InputError
+from .normalisation import BandStats, band_stats_from_dataset, invalid_mask, normalise
+from .raster import RasterInfo, info_from_dataset, open_raster
+
+gdal.UseExceptions()
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AlignedPair", "resolve_bands", "same_grid"]
+
+#: Grids whose corners differ by less than this fraction of a pixel are considered identical.
+GRID_TOLERANCE = 0.01
+#: Warped pixels whose alpha is below this value (of 255) count as outside the after raster.
+ALPHA_THRESHOLD = 128
+
+
+def resolve_bands(count: int, bands: Sequence[int] | None, path: Path | str) -> tuple[int, ...]:
+    """Validated 1-based band tuple of length 1 or 3 (default: first three, or band 1)."""
+    if bands is None:
+        return (1, 2, 3) if count >= 3 else (1,)
+    try:
+        resolved = tuple(int(b) for b in bands)
+    except (TypeError, ValueError):
+        raise InputError(f"Band list {bands!r} for {path} must contain band numbers such as 1, 2, 3.") from None
+    if len(resolved) not in (1, 3):
+        raise InputError(
+            f"Select one band (used as grey) or three bands of {path}; got {len(resolved)}: {list(resolved)}."
+        )
+    for b in resolved:
+        if not 1 <= b <= count:
+            raise InputError(
+                f"Band {b} does not exist in {path}, which has {count} band(s). "
+                f"Choose band numbers between 1 and {count}."
+            )
+    return resolved
+
+
+def _srs(wkt: str) -> osr.SpatialReference:
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def same_grid(a: RasterInfo, b: RasterInfo, tolerance: float = GRID_TOLERANCE) -> bool:
+    """True when ``b`` lies on exactly ``a``'s grid: same CRS, size and geotransform (± tolerance px)."""
+    if (a.width, a.height) != (b.width, b.height):
+        return False
+    if a.has_crs != b.has_crs:
+        return False
+    if a.has_crs and not _srs(a.crs_wkt).IsSame(_srs(b.crs_wkt)):
+        return False
+    ga, gb = a.geotransform, b.geotransform
+    pixel = max(abs(ga[1]), abs(ga[2]), abs(ga[4]), abs(ga[5])) or 1.0
+    limits = (
+        (abs(ga[0] - gb[0]), 1), (abs(ga[3] - gb[3]), 1),
+        (abs(ga[1] - gb[1]), a.width), (abs(ga[4] - gb[4]), a.width),
+        (abs(ga[2] - gb[2]), a.height), (abs(ga[5] - gb[5]), a.height),
+    )
+    return all(diff * n <= tolerance * pixel for diff, n in limits)
+
+
+def _fmt_extent(ext: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in ext) + ")"
+
+
+def _reflect_pad(arr: np.ndarray, pad_y: tuple[int, int], pad_x: tuple[int, int]) -> np.ndarray:
+    """Pad the last two axes by reflection (edge replication along an axis of length 1)."""
+    widths = [(0, 0)] * (arr.ndim - 2)
+    if arr.shape[-2] > 1:
+        arr = np.pad(arr, widths + [pad_y, (0, 0)], mode="reflect")
+    else:
+        arr = np.pad(arr, widths + [pad_y, (0, 0)], mode="edge")
+    if arr.shape[-1] > 1:
+        return np.pad(arr, widths + [(0, 0), pad_x], mode="reflect")
+    return np.pad(arr, widths + [(0, 0), pad_x], mode="edge")
+
+
+class AlignedPair:
+    """Context manager reading a before/after pair tile by tile on the before raster's grid.
+
+    Attributes: ``width``, ``height``, ``geotransform``, ``crs_wkt`` (the output grid),
+    ``before`` / ``after`` (:class:`RasterInfo`), ``bands_before`` / ``bands_after`` (resolved
+    1-based tuples), ``stats_before`` / ``stats_after`` (:class:`BandStats`), ``warped`` (True
+    when the after raster is resampled), ``overlap_window`` (x0, y0, x1, y1): the pixel
+    rectangle of the before grid covered by the after raster (tiles outside it are all invalid).
+
+    Raises :class:`InputError` for unreadable files, bands out of range, one raster with a CRS
+    and the other without, CRS-less rasters of different sizes, and rasters that do not overlap.
+    ``read`` is serialised by a lock, so one pair can be shared by threads.
+    """
+
+    def __init__(self, before_path: Path | str, after_path: Path | str,
+                 bands_before: Sequence[int] | None = None,
+                 bands_after: Sequence[int] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._vsimem: list[str] = []
+        self._warped_ds: gdal.Dataset | None = None
+        self._subset_ds: gdal.Dataset | None = None
+        self._before_ds: gdal.Dataset | None = None
+        self._after_ds: gdal.Dataset | None = None
+        try:
+            self._open(before_path, after_path, bands_before, bands_after)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, before_path: Path | str, after_path: Path | str,
+              bands_before: Sequence[int] | None, bands_after: Sequence[int] | None) -> None:
+        self._before_ds = open_raster(before_path)
+        self._after_ds = open_raster(after_path)
+        self.before: RasterInfo = info_from_dataset(self._before_ds, before_path)
+        self.after: RasterInfo = info_from_dataset(self._after_ds, after_path)
+        for info, ds in ((self.before, self._before_ds), (self.after, self._after_ds)):
+            if gdal.DataTypeIsComplex(ds.GetRasterBand(1).DataType):
+                raise InputError(f"{info.path} has complex-valued pixels ({info.dtype}); "
+                                 "convert it to real-valued bands first.")
+        self.bands_before = resolve_bands(self.before.band_count, bands_before, self.before.path)
+        self.bands_after = resolve_bands(self.after.band_count, bands_after, self.after.path)
+
+        self.width = self.before.width
+        self.height = self.before.height
+        self.geotransform = self.before.geotransform
+        self.crs_wkt = self.before.crs_wkt
+        self.warped = False
+        self.overlap_window: tuple[int, int, int, int] = (0, 0, self.width, self.height)
+
+        self._check_crs()
+        if self.before.has_crs and not same_grid(self.before, self.after):
+            self._setup_warp()
+        self.stats_before: BandStats = band_stats_from_dataset(
+            self._before_ds, self.bands_before, self.before.path)
+        self.stats_after: BandStats = band_stats_from_dataset(
+            self._after_ds, self.bands_after, self.after.path)
+        log.debug("AlignedPair %s / %s: %dx%d, warped=%s, overlap=%s", self.before.path,
+                  self.after.path, self.width, self.height, self.warped, self.overlap_window)
+
+    # ------------------------------------------------------------------ setup
+    def _check_crs(self) -> None:
+        b, a = self.before, self.after
+        if b.has_crs != a.has_crs:
+            with_crs, without = (b, a) if b.has_crs else (a, b)
+            raise InputError(
+                f"{with_crs.path} has a coordinate reference system but {without.path} has none, "
+                "so they cannot be aligned. Assign a CRS to the raster without one (Raster > "
+                "Projections > Assign Projection) or use two images without georeferencing."
+            )
+        if not b.has_crs and (b.width, b.height) != (a.width, a.height):
+            raise InputError(
+                f"{b.path} ({b.width}×{b.height} px) and {a.path} ({a.width}×{a.height} px) have "
+                "no coordinate reference system and different sizes, so their pixels cannot be "
+                "matched. Georeference both rasters or use images of the same size."
+            )
+
+    def _after_extent_in_before_crs(self) -> tuple[float, float, float, float]:
+        src, dst = _srs(self.after.crs_wkt), _srs(self.before.crs_wkt)
+        ext = self.after.extent
+        if src.IsSame(dst):
+            return ext
+        try:
+            ct = osr.CoordinateTransformation(src, dst)
+            xmin, ymin, xmax, ymax = ct.TransformBounds(*ext, 21)
+        except (RuntimeError, TypeError) as exc:
+            raise InputError(
+                f"Cannot transform the extent of {self.after.path} into the coordinate reference "
+                f"system of {self.before.path} ({exc}). Reproject one raster to the other's CRS."
+            ) from exc
+        return xmin, ymin, xmax, ymax
+
+    def _setup_warp(self) -> None:
+        b, a = self.before, self.after
+        gt = b.geotransform
+        if gt[2] != 0 or gt[4] != 0 or gt[5] >= 0:
+            raise InputError(
+                f"{b.path} has a rotated or south-up geotransform, which sam-cd cannot use as the "
+                "output grid. Warp it to a north-up grid first (gdalwarp or Raster > Projections > Warp)."
+            )
+        bext = b.extent
+        aext = self._after_extent_in_before_crs()
+        ix0, iy0 = max(bext[0], aext[0]), max(bext[1], aext[1])
+        ix1, iy1 = min(bext[2], aext[2]), min(bext[3], aext[3])
+        if not (ix1 > ix0 and iy1 > iy0):
+            raise InputError(
+                f"The rasters do not overlap: {b.path} covers {_fmt_extent(bext)} and {a.path} "
+                f"covers {_fmt_extent(a.extent)} in its own CRS, i.e. {_fmt_extent(aext)} in the "
+                "before raster's CRS (xmin, ymin, xmax, ymax). Choose two rasters of the same area."
+            )
+        eps = 1e-6  # pixels: absorbs round-off in extents that fall on pixel edges
+        px0 = int(np.clip(np.floor((ix0 - gt[0]) / gt[1] + eps), 0, b.width))
+        px1 = int(np.clip(np.ceil((ix1 - gt[0]) / gt[1] - eps), 0, b.width))
+        py0 = int(np.clip(np.floor((iy1 - gt[3]) / gt[5] + eps), 0, b.height))
+        py1 = int(np.clip(np.ceil((iy0 - gt[3]) / gt[5] - eps), 0, b.height))
+        self.overlap_window = (px0, py0, px1, py1)
+
+        # Only the selected bands are warped (gdalwarp -b needs GDAL 3.7): subset them in a VRT.
+        after_ds = self._after_ds
+        if after_ds is None:
+            raise RuntimeError("after raster is not open")
+        unique = list(dict.fromkeys(self.bands_after))
+        band_list = list(unique)
+        first = after_ds.GetRasterBand(1)
+        has_alpha = bool(first.GetMaskFlags() & gdal.GMF_ALPHA)
+        if has_alpha:
+            alpha_index = next((i for i in range(1, a.band_count + 1)
+                                if after_ds.GetRasterBand(i).GetColorInterpretation()
+                                == gdal.GCI_AlphaBand), None)
+            if alpha_index is None or alpha_index in band_list:
+                has_alpha = False
+            else:
+                band_list.append(alpha_index)
+        token = uuid.uuid4().hex
+        subset_path = f"/vsimem/samcd_{token}_subset.vrt"
+        warp_path = f"/vsimem/samcd_{token}_warped.vrt"
+        self._vsimem += [subset_path, warp_path]
+        try:
+            self._subset_ds = gdal.Translate(subset_path, after_ds, format="VRT", bandList=band_list)
+            xmin, ymin, xmax, ymax = bext
+            self._warped_ds = gdal.Warp(
+                warp_path, self._subset_ds, format="VRT",
+                outputBounds=(xmin, ymin, xmax, ymax), width=b.width, height=b.height,
+                dstSRS=b.crs_wkt, resampleAlg="bilinear", dstAlpha=True, srcAlpha=has_alpha,
+                multithread=True, warpOptions=["NUM_THREADS=ALL_CPUS", "DST_ALPHA_MAX=255"],
+            )
+        except RuntimeError as exc:
+            raise InputError(
+                f"Cannot resample {a.path} onto the grid of {b.path} ({exc}). Reproject it to the "
+                "before raster's CRS and resolution with gdalwarp and try again."
+            ) from exc
+        self._after_band_map = {band: i + 1 for i, band in enumerate(unique)}
+        self._alpha_index = len(unique) + 1
+        self.warped = True
+        log.info("Warping %s onto the grid of %s (%dx%d px)", a.path, b.path, b.width, b.height)
+
+    # ------------------------------------------------------------------ reading
+    @staticmethod
+    def _read_direct(ds: gdal.Dataset, bands: tuple[int, ...], x: int, y: int, w: int, h: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        arrays: dict[int, np.ndarray] = {}
+        bad = np.zeros((h, w), dtype=bool)
+        for b in dict.fromkeys(bands):
+            data = ds.GetRasterBand(b).ReadAsArray(x, y, w, h)
+            arrays[b] = data
+            m = invalid_mask(ds, b, data, (x, y, w, h))
+            if m is not None:
+                bad |= m
+        return np.stack([arrays[b] for b in bands]), bad
+
+    def _read_warped(self, ds: gdal.Dataset, x: int, y: int, w: int, h: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        alpha = ds.GetRasterBand(self._alpha_index).ReadAsArray(x, y, w, h)
+        bad = alpha < ALPHA_THRESHOLD
+        arrays: dict[int, np.ndarray] = {}
+        for b in dict.fromkeys(self.bands_after):
+            band = ds.GetRasterBand(self._after_band_map[b])
+            data = band.ReadAsArray(x, y, w, h)
+            arrays[b] = data
+            nodata = band.GetNoDataValue()
+            if nodata is not None and not np.isnan(nodata):
+                bad |= data == nodata
+            if np.issubdtype(data.dtype, np.floating):
+                bad |= ~np.isfinite(data)
+        return np.stack([arrays[b] for b in self.bands_after]), bad
+
+    def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read window (x, y, w, h) of the before grid.
+
+        Returns ``(before, after, valid)``: float32 ``(3, h, w)`` arrays in [0, 1] and a bool
+        ``(h, w)`` mask. The window may extend beyond the raster (reflection padding, invalid).
+        """
+        if w < 1 or h < 1:
+            raise ValueError(f"window size must be positive, got {w}x{h}")
+        x0, y0 = max(x, 0), max(y, 0)
+        x1, y1 = min(x + w, self.width), min(y + h, self.height)
+        valid = np.zeros((h, w), dtype=bool)
+        if self._before_ds is None:
+            raise RuntimeError("AlignedPair.read called after close()")
+        if x1 <= x0 or y1 <= y0:
+            zeros = np.zeros((3, h, w), dtype=np.float32)
+            return zeros, zeros.copy(), valid
+        iw, ih = x1 - x0, y1 - y0
+        with self._lock:
+            before_ds, after_ds, warped_ds = self._before_ds, self._after_ds, self._warped_ds
+            if before_ds is None or after_ds is None:
+                raise RuntimeError("AlignedPair.read called after close()")
+            b_raw, b_bad = self._read_direct(before_ds, self.bands_before, x0, y0, iw, ih)
+            if warped_ds is not None:
+                a_raw, a_bad = self._read_warped(warped_ds, x0, y0, iw, ih)
+            else:
+                a_raw, a_bad = self._read_direct(after_ds, self.bands_after, x0, y0, iw, ih)
+        before = normalise(b_raw, self.stats_before)
+        after = normalise(a_raw, self.stats_after)
+        inner_valid = ~(b_bad | a_bad)
+        if not inner_valid.all():
+            before[:, ~inner_valid] = 0.0
+            after[:, ~inner_valid] = 0.0
+        if before.shape[0] == 1:
+            before = np.repeat(before, 3, axis=0)
+        if after.shape[0] == 1:
+            after = np.repeat(after, 3, axis=0)
+        pad_y, pad_x = (y0 - y, y + h - y1), (x0 - x, x + w - x1)
+        if any(pad_y) or any(pad_x):
+            before = _reflect_pad(before, pad_y, pad_x)
+            after = _reflect_pad(after, pad_y, pad_x)
+        valid[y0 - y:y1 - y, x0 - x:x1 - x] = inner_valid
+        return (np.ascontiguousarray(before, dtype=np.float32),
+                np.ascontiguousarray(after, dtype=np.float32), valid)
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Release the datasets and in-memory VRTs (idempotent)."""
+        with self._lock:
+            # The warped VRT goes first: it reads from the subset VRT.
+            self._warped_ds = None
+            self._subset_ds = None
+            self._before_ds = None
+            self._after_ds = None
+            for path in self._vsimem:
+                try:
+                    gdal.Unlink(path)
+                except RuntimeError as exc:
+                    log.debug("Could not unlink %s: %s", path, exc)
+            self._vsimem = []
+
+    def __enter__(self) -> "AlignedPair":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # best effort if the caller forgot close()
+        if getattr(self, "_lock", None) is not None:
+            self.close()

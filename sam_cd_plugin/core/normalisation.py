@@ -1,0 +1,160 @@
+"""Per-band normalisation of 8-bit, 16-bit and floating-point imagery to [0, 1].
+
+Statistics are computed once per raster, never per tile, so tiles of one raster are scaled
+identically and results do not depend on tiling:
+
+* ``uint8`` bands use the fixed range 0..255 (what the models were trained on);
+* every other type uses the robust 2nd/98th percentiles of a decimated read (at most
+  :data:`SAMPLE_SIZE` pixels on a side; GDAL uses overviews when the file has them), ignoring
+  nodata values, masked pixels and NaN/Inf;
+* a constant band (or one without any valid pixel) gets ``high = low + 1`` so normalisation
+  never divides by zero.
+
+:func:`normalise` maps ``(x - low) / (high - low)`` clipped to [0, 1] as float32; NaN becomes 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal
+
+from .errors import InputError
+from .raster import open_raster
+
+gdal.UseExceptions()
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BandStats",
+    "SAMPLE_SIZE",
+    "compute_band_stats",
+    "band_stats_from_dataset",
+    "invalid_mask",
+    "normalise",
+]
+
+#: Longest side (pixels) of the decimated read used for percentile statistics.
+SAMPLE_SIZE = 1024
+LOW_PERCENTILE = 2.0
+HIGH_PERCENTILE = 98.0
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Per-band value range mapped to [0, 1]: ``low[i]`` -> 0, ``high[i]`` -> 1."""
+
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.low) != len(self.high):
+            raise ValueError("BandStats.low and BandStats.high must have the same length")
+
+    def __len__(self) -> int:
+        return len(self.low)
+
+
+def invalid_mask(ds: gdal.Dataset, band_index: int, data: np.ndarray,
+                 window: tuple[int, int, int, int] | None = None,
+                 buf_size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """Boolean mask of invalid pixels in ``data`` read from band ``band_index`` of ``ds``.
+
+    Invalid = the band's nodata value, zero in a per-dataset/alpha mask, or NaN/Inf.
+    ``window`` (x, y, w, h) and ``buf_size`` (w, h) describe how ``data`` was read, so a mask
+    band can be read the same way. Returns ``None`` when every pixel is valid.
+    """
+    band = ds.GetRasterBand(band_index)
+    flags = band.GetMaskFlags()
+    bad: np.ndarray | None = None
+    if flags & gdal.GMF_NODATA:
+        nodata = band.GetNoDataValue()
+        if nodata is not None and not np.isnan(nodata):
+            bad = data == nodata
+    elif not flags & gdal.GMF_ALL_VALID:
+        # Alpha band, internal mask or per-dataset mask: read it like the data.
+        mask_band = band.GetMaskBand()
+        x, y, w, h = window if window is not None else (0, 0, ds.RasterXSize, ds.RasterYSize)
+        bw, bh = buf_size if buf_size is not None else (w, h)
+        mask = mask_band.ReadAsArray(x, y, w, h, buf_xsize=bw, buf_ysize=bh)
+        bad = mask == 0
+    if np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.complexfloating):
+        nonfinite = ~np.isfinite(data)
+        if nonfinite.any():
+            bad = nonfinite if bad is None else (bad | nonfinite)
+    return bad
+
+
+def _check_bands(ds: gdal.Dataset, bands: Sequence[int], path: Path | str) -> list[int]:
+    out = []
+    for b in bands:
+        if int(b) != b or not 1 <= int(b) <= ds.RasterCount:
+            raise InputError(
+                f"Band {b} does not exist in {path}, which has {ds.RasterCount} band(s). "
+                f"Choose band numbers between 1 and {ds.RasterCount}."
+            )
+        out.append(int(b))
+    if not out:
+        raise InputError(f"No bands selected for {path}. Choose at least one band.")
+    return out
+
+
+def band_stats_from_dataset(ds: gdal.Dataset, bands: Sequence[int], path: Path | str = "",
+                            sample_size: int = SAMPLE_SIZE) -> BandStats:
+    """:class:`BandStats` for the 1-based ``bands`` of an open dataset (see module docstring)."""
+    bands = _check_bands(ds, bands, path or ds.GetDescription())
+    scale = max(ds.RasterXSize, ds.RasterYSize) / float(sample_size)
+    bw = max(1, min(ds.RasterXSize, round(ds.RasterXSize / scale))) if scale > 1 else ds.RasterXSize
+    bh = max(1, min(ds.RasterYSize, round(ds.RasterYSize / scale))) if scale > 1 else ds.RasterYSize
+    lows: list[float] = []
+    highs: list[float] = []
+    for b in bands:
+        band = ds.GetRasterBand(b)
+        if band.DataType == gdal.GDT_Byte:
+            lows.append(0.0)
+            highs.append(255.0)
+            continue
+        try:
+            data = band.ReadAsArray(0, 0, ds.RasterXSize, ds.RasterYSize, buf_xsize=bw, buf_ysize=bh)
+        except RuntimeError as exc:
+            raise InputError(f"Cannot read band {b} of {path} ({exc}). The file may be damaged.") from exc
+        bad = invalid_mask(ds, b, data, None, (bw, bh))
+        values = data[~bad] if bad is not None else data.ravel()
+        if values.size == 0:
+            log.warning("Band %d of %s has no valid pixel in the statistics sample", b, path)
+            low, high = 0.0, 1.0
+        else:
+            low, high = (float(v) for v in np.percentile(values.astype(np.float64),
+                                                          [LOW_PERCENTILE, HIGH_PERCENTILE]))
+        if not high > low:
+            high = low + 1.0
+        lows.append(low)
+        highs.append(high)
+    return BandStats(tuple(lows), tuple(highs))
+
+
+def compute_band_stats(path: Path | str, bands: Sequence[int]) -> BandStats:
+    """Normalisation statistics for the 1-based ``bands`` of the raster at ``path``."""
+    ds = open_raster(path)
+    return band_stats_from_dataset(ds, bands, path)
+
+
+def normalise(array: np.ndarray, stats: BandStats) -> np.ndarray:
+    """Scale a ``(C, H, W)`` array band by band to float32 in [0, 1] (NaN -> 0)."""
+    if array.ndim != 3:
+        raise ValueError(f"normalise expects a (C, H, W) array, got shape {array.shape}")
+    if array.shape[0] != len(stats):
+        raise ValueError(f"array has {array.shape[0]} bands but stats describe {len(stats)}")
+    low = np.asarray(stats.low, dtype=np.float64).reshape(-1, 1, 1)
+    span = np.asarray(stats.high, dtype=np.float64).reshape(-1, 1, 1) - low
+    span = np.where(span > 0, span, 1.0)
+    scale = (1.0 / span).astype(np.float32)
+    out = (array.astype(np.float32) - low.astype(np.float32)) * scale
+    np.clip(out, 0.0, 1.0, out=out)
+    np.nan_to_num(out, copy=False, nan=0.0)
+    return out

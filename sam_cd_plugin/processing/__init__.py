@@ -1,0 +1,1 @@
+"""QGIS Processing integration: provider, algorithms, output styling (imports qgis)."""

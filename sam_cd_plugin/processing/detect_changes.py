@@ -1,0 +1,377 @@
+"""Processing algorithm ``sam_cd:detectchanges``: before/after rasters -> change mask GeoTIFF.
+
+The algorithm is a thin adapter: it turns Processing parameters into the engine's
+``DetectionOptions``, runs ``ChangeDetector.detect`` with Processing's progress and cancel
+hooks and maps engine errors to ``QgsProcessingException``. The engine (and with it torch)
+is imported only inside ``processAlgorithm`` so that loading the plugin stays light and the
+algorithm is listed even when torch/ultralytics are missing.
+
+The id ``sam_cd:detectchanges`` and the parameter names are public API (models, scripts,
+``qgis_process``): never rename them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProviderRegistry,
+    QgsRasterLayer,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..dependencies import REQUIRED_PACKAGES, install_hint, missing_dependencies
+from ..paths import default_checkpoint, resource_path
+from .compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
+from .styling import (
+    CHANGE_MASK_STYLE,
+    PROBABILITY_STYLE,
+    StyleLayerPostProcessor,
+    write_sidecar_style,
+)
+
+__all__ = ["DetectChangesAlgorithm", "parse_band_list"]
+
+DEVICE_OPTIONS = ["auto", "cpu", "cuda"]
+GEOTIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def parse_band_list(text: str | None, parameter: str) -> tuple[int, ...] | None:
+    """``"3,2,1"`` -> ``(3, 2, 1)``; empty -> ``None`` (engine default: first three bands).
+
+    Raises QgsProcessingException naming ``parameter`` for anything but 1-based integers.
+    """
+    if text is None or not str(text).strip():
+        return None
+    parts = [p.strip() for p in str(text).replace(";", ",").split(",")]
+    try:
+        bands = tuple(int(p) for p in parts)
+    except ValueError:
+        bands = ()
+    if not bands or any(b < 1 for b in bands):
+        raise QgsProcessingException(
+            f"{parameter} must be a comma-separated list of 1-based band numbers such as "
+            f"'3,2,1' (or empty for the first three bands); got '{text}'."
+        )
+    return bands
+
+
+class DetectChangesAlgorithm(QgsProcessingAlgorithm):
+    """Detect changes between a before and an after raster with a SAM-CD checkpoint."""
+
+    BEFORE = "BEFORE"
+    AFTER = "AFTER"
+    CHECKPOINT = "CHECKPOINT"
+    THRESHOLD = "THRESHOLD"
+    DEVICE = "DEVICE"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BANDS_BEFORE = "BANDS_BEFORE"
+    BANDS_AFTER = "BANDS_AFTER"
+    OUTPUT = "OUTPUT"
+    OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
+    CHANGED_PIXELS = "CHANGED_PIXELS"
+    VALID_PIXELS = "VALID_PIXELS"
+    DEVICE_USED = "DEVICE_USED"
+
+    # -- identity -------------------------------------------------------------------------
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate("DetectChangesAlgorithm", text)
+
+    def createInstance(self) -> DetectChangesAlgorithm:  # noqa: N802
+        return DetectChangesAlgorithm()
+
+    def name(self) -> str:
+        return "detectchanges"
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.tr("Detect changes")
+
+    def group(self) -> str:
+        return self.tr("Change detection")
+
+    def groupId(self) -> str:  # noqa: N802
+        return "changedetection"
+
+    def tags(self) -> list[str]:
+        return self.tr(
+            "change,detection,change detection,before,after,bitemporal,sam,fastsam,segment anything,"
+            "deep learning,ai,torch"
+        ).split(",")
+
+    def icon(self) -> QIcon:
+        return QIcon(str(resource_path("icon.png")))
+
+    def helpUrl(self) -> str:  # noqa: N802
+        return "https://github.com/sam-cd/sam-cd#readme"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return self.tr(
+            "<p>Finds where the landscape changed between a <b>before</b> and an <b>after</b> "
+            "raster with a SAM-guided change-detection model (SAM-CEM-CD).</p>"
+            "<p>The output is a GeoTIFF on the before raster's grid (CRS, pixel size, extent): "
+            "<b>1</b> = change, <b>0</b> = no change, <b>255</b> = no data (no data in either "
+            "input or outside the after raster). The after raster is resampled onto that grid "
+            "when the two differ. A style is applied when the layer is loaded and written next "
+            "to the file (<i>.qml</i>).</p>"
+            "<p><b>Checkpoint</b>: a trained model (.pt); empty uses the bundled one. "
+            "<b>Threshold</b>: change probability above which a pixel counts as change "
+            "(lower finds more change). <b>Device</b>: auto uses a CUDA GPU when available. "
+            "<b>Bands</b>: three 1-based band numbers in red,green,blue order, e.g. 3,2,1 for "
+            "a raster stored as blue,green,red; empty uses the first three (a single-band "
+            "raster is repeated). <b>Tile size</b> 0 uses the checkpoint's input "
+            "size; <b>overlap</b> is the number of pixels shared by neighbouring tiles.</p>"
+            "<p>The optional <b>probability</b> output is a float32 GeoTIFF of the change "
+            "probability (0..1).</p>"
+            "<p>Cancelling stops after the current tile and leaves no output file. "
+            "Needs the Python packages torch and ultralytics.</p>"
+        )
+
+    # -- parameters -----------------------------------------------------------------------
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, ARG002
+        self.addParameter(QgsProcessingParameterRasterLayer(self.BEFORE, self.tr("Before raster")))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.AFTER, self.tr("After raster")))
+
+        checkpoint = QgsProcessingParameterFile(
+            self.CHECKPOINT,
+            self.tr("Checkpoint (empty: bundled SAM-CEM-CD FastSAM-s)"),
+            behavior=FILE_BEHAVIOR_FILE,
+            defaultValue=str(default_checkpoint()),
+            optional=True,
+            fileFilter=self.tr("SAM-CD checkpoints (*.pt *.PT);;All files (*.*)"),
+        )
+        self.addParameter(checkpoint)
+
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.THRESHOLD,
+                self.tr("Change probability threshold"),
+                type=NUMBER_DOUBLE,
+                defaultValue=0.5,
+                minValue=0.0,
+                maxValue=1.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterEnum(
+                self.DEVICE,
+                self.tr("Device"),
+                options=DEVICE_OPTIONS,
+                defaultValue="auto",
+                usesStaticStrings=True,
+            )
+        )
+
+        advanced = [
+            QgsProcessingParameterNumber(
+                self.TILE_SIZE,
+                self.tr("Tile size in pixels (0: the checkpoint's input size)"),
+                type=NUMBER_INTEGER,
+                defaultValue=0,
+                minValue=0,
+            ),
+            QgsProcessingParameterNumber(
+                self.OVERLAP,
+                self.tr("Tile overlap in pixels"),
+                type=NUMBER_INTEGER,
+                defaultValue=64,
+                minValue=0,
+            ),
+            QgsProcessingParameterString(
+                self.BANDS_BEFORE,
+                self.tr("Before bands as R,G,B (e.g. 3,2,1; empty: first three)"),
+                defaultValue="",
+                optional=True,
+            ),
+            QgsProcessingParameterString(
+                self.BANDS_AFTER,
+                self.tr("After bands as R,G,B (e.g. 3,2,1; empty: first three)"),
+                defaultValue="",
+                optional=True,
+            ),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | FLAG_ADVANCED)
+            self.addParameter(param)
+
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Change mask"))
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT_PROBABILITY,
+                self.tr("Change probability"),
+                optional=True,
+                createByDefault=False,
+            )
+        )
+        self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PIXELS, self.tr("Changed pixels")))
+        self.addOutput(QgsProcessingOutputNumber(self.VALID_PIXELS, self.tr("Valid (not no-data) pixels")))
+        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
+
+    # -- execution ------------------------------------------------------------------------
+    def canExecute(self) -> tuple[bool, str]:  # noqa: N802
+        """False with an install hint when torch or ultralytics cannot be found."""
+        missing = missing_dependencies()
+        if missing:
+            return False, install_hint(missing)
+        return True, ""
+
+    def checkParameterValues(  # noqa: N802
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
+        """Also reject malformed band lists before the run starts (the dialog shows the message)."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        for name in (self.BANDS_BEFORE, self.BANDS_AFTER):
+            try:
+                parse_band_list(self.parameterAsString(parameters, name, context), name)
+            except QgsProcessingException as exc:
+                return False, str(exc)
+        return True, ""
+
+    def _raster_source(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
+        """File path (or GDAL dataset string) of raster parameter ``name``.
+
+        Raises QgsProcessingException for unreadable layers and non-GDAL providers (WMS, XYZ,
+        WCS, PostGIS rasters, ...), which the engine cannot read.
+        """
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None or not layer.isValid():
+            raise QgsProcessingException(self.invalidRasterError(parameters, name))
+        provider = layer.providerType()
+        if provider != "gdal":
+            raise QgsProcessingException(
+                f"{name}: layer '{layer.name()}' comes from the '{provider}' data provider "
+                f"(e.g. a web or database layer); only file-based rasters can be used. Save it "
+                f"as a GeoTIFF first (right-click the layer > Export > Save As...) and use that file."
+            )
+        return self._gdal_source(layer)
+
+    @staticmethod
+    def _gdal_source(layer: QgsRasterLayer) -> str:
+        source = layer.source()
+        parts = QgsProviderRegistry.instance().decodeUri("gdal", source)
+        path = parts.get("path") or ""
+        if path and not parts.get("layerName") and Path(path).is_file():
+            return path
+        return source  # GDAL connection string (subdataset, /vsi..., GPKG table): pass through
+
+    @staticmethod
+    def _geotiff_path(path: str, name: str) -> str:
+        if not path.lower().endswith(GEOTIFF_SUFFIXES):
+            raise QgsProcessingException(
+                f"{name}: outputs are written as GeoTIFF; choose a file name ending in .tif (got '{path}')."
+            )
+        return path
+
+    def processAlgorithm(  # noqa: N802
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        missing = missing_dependencies()
+        if missing:
+            raise QgsProcessingException(install_hint(missing))
+        try:
+            from ..core.errors import CancelledError, SamCdError
+            from ..engine.detector import ChangeDetector, DetectionOptions
+        except ImportError as exc:
+            top = (exc.name or "").split(".")[0]
+            if top in REQUIRED_PACKAGES:
+                raise QgsProcessingException(f"{install_hint([top])} (Import error: {exc})") from exc
+            raise QgsProcessingException(f"Could not load the SAM-CD engine: {exc}") from exc
+
+        before = self._raster_source(parameters, self.BEFORE, context)
+        after = self._raster_source(parameters, self.AFTER, context)
+        checkpoint = self.parameterAsFile(parameters, self.CHECKPOINT, context) or None
+        threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
+        device = self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto"
+        tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context) or None
+        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
+        bands_before = parse_band_list(
+            self.parameterAsString(parameters, self.BANDS_BEFORE, context), self.BANDS_BEFORE
+        )
+        bands_after = parse_band_list(
+            self.parameterAsString(parameters, self.BANDS_AFTER, context), self.BANDS_AFTER
+        )
+        out_path = self._geotiff_path(
+            self.parameterAsOutputLayer(parameters, self.OUTPUT, context), self.OUTPUT
+        )
+        prob_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITY, context) or None
+        if prob_path:
+            self._geotiff_path(prob_path, self.OUTPUT_PROBABILITY)
+
+        options = DetectionOptions(
+            threshold=threshold,
+            tile_size=tile_size,
+            overlap=overlap,
+            bands_before=bands_before,
+            bands_after=bands_after,
+            probability_path=prob_path,
+        )
+        try:
+            detector = ChangeDetector(checkpoint=checkpoint, device=device)
+            feedback.pushInfo(f"Device: {detector.device_description}")
+            if device == "cuda" and not detector.device_description.upper().startswith("CUDA"):
+                feedback.pushWarning("CUDA was requested but is not available; running on the CPU.")
+            result = detector.detect(
+                before,
+                after,
+                out_path,
+                options=options,
+                progress=feedback.setProgress,
+                is_cancelled=feedback.isCanceled,
+            )
+        except CancelledError as exc:
+            raise QgsProcessingException("Cancelled by the user; no output was written.") from exc
+        except SamCdError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+
+        mask_path = str(result.out_path)
+        self._style_output(mask_path, CHANGE_MASK_STYLE, context, feedback)
+        results: dict[str, Any] = {
+            self.OUTPUT: mask_path,
+            self.CHANGED_PIXELS: int(result.changed_pixels),
+            self.VALID_PIXELS: int(result.valid_pixels),
+            self.DEVICE_USED: result.device,
+        }
+        if result.probability_path is not None:
+            results[self.OUTPUT_PROBABILITY] = str(result.probability_path)
+            self._style_output(str(result.probability_path), PROBABILITY_STYLE, context, feedback)
+
+        share = 100.0 * result.changed_pixels / result.valid_pixels if result.valid_pixels else 0.0
+        feedback.pushInfo(
+            f"{result.changed_pixels} of {result.valid_pixels} valid pixels changed ({share:.2f} %), "
+            f"{result.width}x{result.height} pixels in {result.seconds:.1f} s on {result.device}."
+        )
+        return results
+
+    @staticmethod
+    def _style_output(
+        path: str, style_name: str, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
+        """Write the sidecar .qml and attach the post-processor if the layer will be loaded."""
+        try:
+            write_sidecar_style(path, style_name)
+        except OSError as exc:
+            feedback.pushWarning(f"Could not write the style file next to {path}: {exc}")
+        if context.willLoadLayerOnCompletion(path):
+            details = context.layerToLoadOnCompletionDetails(path)
+            details.setPostProcessor(StyleLayerPostProcessor.create(style_name))

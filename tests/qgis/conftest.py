@@ -1,0 +1,78 @@
+"""Fixtures for the QGIS tier: Processing, the sam_cd provider, a packaged plugin folder, samples.
+
+pytest-qgis starts one QgsApplication for the session (``qgis_app``) and patches
+``qgis.utils.iface`` with its stub before this file is imported.
+
+Rule for every test here: never keep a QgsMapLayer alive past the test (open it, read what you
+need into plain Python values, ``del`` it), or the interpreter may crash in ``exitQgis()``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+QGIS_PYTHON_PLUGINS = "/usr/share/qgis/python/plugins"  # Debian location of the Processing plugin
+if Path(QGIS_PYTHON_PLUGINS).is_dir() and QGIS_PYTHON_PLUGINS not in sys.path:
+    sys.path.append(QGIS_PYTHON_PLUGINS)
+
+from qgis.core import QgsApplication  # noqa: E402
+
+from sam_cd_plugin.processing.provider import PROVIDER_ID, SamCdProvider  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+PLUGIN_PACKAGE = "sam_cd_plugin"
+
+
+@pytest.fixture(scope="module")
+def sam_cd_provider(qgis_processing: None):  # noqa: ARG001
+    """The sam_cd provider registered in the (initialised) Processing registry for one test module."""
+    registry = QgsApplication.processingRegistry()
+    assert registry.providerById(PROVIDER_ID) is None, "another sam_cd provider is still registered"
+    provider = SamCdProvider()
+    assert registry.addProvider(provider)
+    yield provider
+    registry.removeProvider(PROVIDER_ID)  # the registry owns and deletes it
+
+
+@dataclass(frozen=True)
+class SamplePair:
+    before: Path
+    after: Path
+    label: Path
+
+
+@pytest.fixture(scope="session")
+def norcia(shared_data: Path) -> SamplePair:
+    """OSCD Norcia: georeferenced Sentinel-2 GeoTIFFs (EPSG:4326, 385x241, 4 bands uint16)."""
+    folder = shared_data / "geotiff" / "oscd_norcia"
+    pair = SamplePair(folder / "before.tif", folder / "after.tif", folder / "label.tif")
+    for path in (pair.before, pair.after):
+        assert path.is_file(), path
+    return pair
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A QGIS plugin folder holding ``sam_cd_plugin`` laid out like the packaged zip.
+
+    Mirrors ``make package``: the package, plus metadata.txt, icon.png, LICENSE and resources/
+    inside it. Entries are symlinks to the working tree, so the tests run the current code.
+    Returns the folder to put on QGIS_PLUGINPATH (it contains ``sam_cd_plugin/``).
+    """
+    root = tmp_path_factory.mktemp("qgis_plugins")
+    package = root / PLUGIN_PACKAGE
+    package.mkdir()
+    for entry in (REPO / PLUGIN_PACKAGE).iterdir():
+        if entry.name == "__pycache__":
+            continue
+        (package / entry.name).symlink_to(entry)
+    (package / "resources").symlink_to(REPO / "resources")
+    (package / "metadata.txt").symlink_to(REPO / "metadata.txt")
+    (package / "icon.png").symlink_to(REPO / "resources" / "icon.png")
+    if (REPO / "LICENSE").is_file():
+        (package / "LICENSE").symlink_to(REPO / "LICENSE")
+    return root

@@ -1,0 +1,87 @@
+"""Helpers shared by the QGIS-tier tests (plain functions; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from osgeo import gdal
+from qgis.core import QgsMapLayer, QgsRasterLayer
+
+gdal.UseExceptions()
+
+REPO = Path(__file__).resolve().parents[2]
+ALGORITHM_ID = "sam_cd:detectchanges"
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"  # Debian's /usr/bin/qgis_process wrapper adds a bad flag
+
+
+@dataclass(frozen=True)
+class RasterSummary:
+    """What the tests compare about a raster, read without keeping any QGIS/GDAL object alive."""
+
+    valid: bool
+    provider: str
+    crs_authid: str
+    crs_wkt: str
+    width: int
+    height: int
+    band_count: int
+    geotransform: tuple[float, ...]
+    renderer: str
+
+
+def summarize_raster(path_or_layer: str | Path | QgsMapLayer) -> RasterSummary:
+    """Open ``path_or_layer`` (or take a layer), read its properties, release it."""
+    layer = path_or_layer if isinstance(path_or_layer, QgsMapLayer) else QgsRasterLayer(str(path_or_layer), "summary")
+    try:
+        source = layer.source()
+        ds = gdal.Open(source)
+        geotransform = tuple(ds.GetGeoTransform())
+        ds = None
+        renderer = layer.renderer().type() if layer.renderer() is not None else ""
+        return RasterSummary(
+            valid=layer.isValid(),
+            provider=layer.providerType(),
+            crs_authid=layer.crs().authid(),
+            crs_wkt=layer.crs().toWkt(),
+            width=layer.width(),
+            height=layer.height(),
+            band_count=layer.bandCount(),
+            geotransform=geotransform,
+            renderer=renderer,
+        )
+    finally:
+        del layer
+
+
+def gdal_array(path: str | Path, band: int = 1):
+    """Band ``band`` of ``path`` as a numpy array, plus its no-data value."""
+    ds = gdal.Open(str(path))
+    try:
+        b = ds.GetRasterBand(band)
+        return b.ReadAsArray(), b.GetNoDataValue(), gdal.GetDataTypeName(b.DataType)
+    finally:
+        ds = None
+
+
+def venv_site_packages() -> str:
+    """site-packages of the interpreter running the tests (holds torch/ultralytics)."""
+    return sysconfig.get_paths()["purelib"]
+
+
+def qgis_process_env(plugin_dir: Path, profile_dir: Path) -> dict[str, str]:
+    """Environment for a headless ``qgis_process.bin`` that sees the plugin and torch."""
+    env = dict(os.environ)
+    env.update(
+        QT_QPA_PLATFORM="offscreen",
+        QGIS_PLUGINPATH=str(plugin_dir),
+        QGIS_CUSTOM_CONFIG_PATH=str(profile_dir),
+        PYTHONPATH=os.pathsep.join(p for p in (venv_site_packages(), env.get("PYTHONPATH", "")) if p),
+        YOLO_OFFLINE="1",
+        YOLO_AUTOINSTALL="false",
+        YOLO_CONFIG_DIR=env.get("YOLO_CONFIG_DIR", str(REPO / ".ultralytics")),
+    )
+    env.pop("QGIS_OPTIONS_PATH", None)  # set by pytest-qgis for the in-process app
+    return env
