@@ -51,7 +51,7 @@ $(PLUGIN_ZIP): metadata.txt LICENSE $(shell find sam_cd_plugin resources -type f
 	mkdir -p build/package/sam_cd_plugin/resources
 	cp -r resources/styles resources/checkpoints build/package/sam_cd_plugin/resources/
 	cp resources/icon.png metadata.txt LICENSE build/package/sam_cd_plugin/
-	cp resources/icon.png build/package/sam_cd_plugin/resources/
+	cp resources/icon.png resources/icon.svg build/package/sam_cd_plugin/resources/
 	rm -f $@ && cd build/package && zip -q -r ../../$@ sam_cd_plugin
 	@echo "plugin zip: $@ (QGIS: Plugins > Manage and Install Plugins > Install from ZIP)"
 

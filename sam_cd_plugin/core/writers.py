@@ -205,4 +205,4 @@ class AtomicRasterWriter:
             self._remove_temp()
             raise OutputError(f"Could not finish {self.path} ({error}). Check free disk space and "
                               "that the file is not open in another program.") from error
-        log.info("Wrote %s", self.path)
+        log.debug("Wrote %s", self.path)

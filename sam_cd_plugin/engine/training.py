@@ -114,9 +114,33 @@ def train(config: TrainConfig, progress: Callable[[int, int, float], None] | Non
         log.info("epoch %d/%d loss %.4f", epoch, config.epochs, mean_loss)
         if progress:
             progress(epoch, config.epochs, mean_loss)
+    recalibrate_batchnorm(model, loader, device)
     meta["training"]["seconds"] = round(time.perf_counter() - started, 1)
     meta["training"]["final_loss"] = round(mean_loss, 5)
     return save_checkpoint(config.out, model.eval().cpu(), meta)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> None:
+    """Recompute BatchNorm running statistics as exact averages over the training crops.
+
+    ultralytics layers use BN momentum 0.03, so after a short run from random initialisation
+    the running statistics still hold init values and eval-mode output is useless.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             and m.training]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    for before, after, _ in loader:
+        model(before.to(device), after.to(device))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.eval()
 
 
 def _metadata(config: TrainConfig, pairs: Sequence[PairPaths]) -> dict:

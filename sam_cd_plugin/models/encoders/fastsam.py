@@ -17,9 +17,11 @@ _CONFIGS = {"fastsam-s": "yolov8s-seg.yaml", "fastsam-x": "yolov8x-seg.yaml"}
 
 
 def _segmentation_model(config: str) -> nn.Module:
-    from ultralytics.nn.tasks import SegmentationModel
+    from ultralytics.nn.tasks import SegmentationModel, yaml_model_load
 
-    return SegmentationModel(config, nc=1, verbose=False)
+    cfg = yaml_model_load(config)
+    cfg["nc"] = 1  # set here so ultralytics prints no "Overriding nc" line (breaks --json output)
+    return SegmentationModel(cfg, nc=1, verbose=False)
 
 
 class FastSamEncoder(Encoder):
