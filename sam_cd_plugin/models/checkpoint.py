@@ -44,6 +44,7 @@ def save_checkpoint(path: Path | str, model: nn.Module, meta: dict[str, Any],
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
