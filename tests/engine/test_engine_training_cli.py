@@ -14,7 +14,7 @@ def test_train_cli_overfits_levir_pairs(shared_data, tmp_path, capsys):
     data = shared_data / "LEVIR-CD"
     out = tmp_path / "levir.pt"
     code = main(["train", "--data", str(data), "--include", "train_*", "--include", "val_*",
-                 "--out", str(out), "--epochs", "40", "--input-size", "128",
+                 "--out", str(out), "--epochs", "80", "--input-size", "128",
                  "--samples-per-pair", "8", "--batch-size", "4", "--optimizer", "adamw",
                  "--lr", "2e-3", "--delta", "0.3", "--device", "cpu"])
     assert code == 0
