@@ -1,0 +1,48 @@
+"""``detect``: change map of a before/after raster pair."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .arguments import DEVICES, bands
+
+
+def add_parser(sub) -> None:
+    d = sub.add_parser("detect", help="change map of a before/after raster pair")
+    d.add_argument("before", type=Path)
+    d.add_argument("after", type=Path)
+    d.add_argument("output", type=Path, help="change GeoTIFF (1 change, 0 none, 255 nodata)")
+    d.add_argument("--checkpoint", type=Path, default=None, help="default: the bundled one")
+    d.add_argument("--device", default="auto", choices=DEVICES)
+    d.add_argument("--threshold", type=float, default=0.5)
+    d.add_argument("--tile-size", type=int, default=None)
+    d.add_argument("--overlap", type=int, default=64)
+    d.add_argument("--bands-before", type=bands, default=None, help="e.g. 3,2,1 (1-based)")
+    d.add_argument("--bands-after", type=bands, default=None)
+    d.add_argument("--probability", type=Path, default=None, help="also write a probability GeoTIFF")
+    d.add_argument("--quicklook", type=Path, default=None, help="also write a PNG before|after|change")
+    d.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.detector import ChangeDetector, DetectionOptions
+
+    detector = ChangeDetector(args.checkpoint, args.device)
+    options = DetectionOptions(threshold=args.threshold, tile_size=args.tile_size,
+                               overlap=args.overlap, bands_before=args.bands_before,
+                               bands_after=args.bands_after, probability_path=args.probability)
+    result = detector.detect(args.before, args.after, args.output, options,
+                             progress=lambda p: logging.getLogger("sam_cd").debug("%.0f %%", p))
+    share = 100.0 * result.changed_pixels / max(1, result.valid_pixels)
+    print(f"change map: {result.out_path} ({result.width}×{result.height} px, "
+          f"{share:.2f} % changed, {result.seconds:.1f} s on {result.device})")
+    if result.probability_path:
+        print(f"probability: {result.probability_path}")
+    if args.quicklook:
+        from ..core.quicklook import write_quicklook
+
+        png = write_quicklook(args.before, args.after, args.output, args.quicklook,
+                              args.bands_before, args.bands_after)
+        print(f"quick-look: {png}")
+    return 0
