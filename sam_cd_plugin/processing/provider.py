@@ -2,7 +2,8 @@
 
 Registers its algorithms whether or not torch/ultralytics are installed; algorithms report
 missing dependencies through ``canExecute()`` and a clear ``QgsProcessingException``.
-Importing this module must stay light (no torch).
+Importing this module must stay light (no torch). ``load()`` also adds the provider's options
+page (checkpoint folder, default device; see :mod:`.options`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..paths import resource_path
 from .detect_changes import DetectChangesAlgorithm
+from .evaluate_changes import EvaluateChangesAlgorithm
+from .options import register_options, unregister_options
+from .train_model import TrainModelAlgorithm
 
 __all__ = ["PROVIDER_ID", "SamCdProvider"]
 
@@ -20,6 +24,20 @@ PROVIDER_ID = "sam_cd"
 
 class SamCdProvider(QgsProcessingProvider):
     """Provider holding the SAM change-detection algorithms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._options: list[str] = []
+
+    def load(self) -> bool:
+        """Register the options page, then the algorithms."""
+        self._options = register_options(self.name())
+        return super().load()
+
+    def unload(self) -> None:
+        unregister_options(self._options)
+        self._options = []
+        super().unload()
 
     def id(self) -> str:
         return PROVIDER_ID
@@ -38,7 +56,8 @@ class SamCdProvider(QgsProcessingProvider):
         return str(svg) if svg.is_file() else super().svgIconPath()
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        self.addAlgorithm(DetectChangesAlgorithm())
+        for algorithm in (DetectChangesAlgorithm(), EvaluateChangesAlgorithm(), TrainModelAlgorithm()):
+            self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802
         return ["tif"]

@@ -76,3 +76,38 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if (REPO / "LICENSE").is_file():
         (package / "LICENSE").symlink_to(REPO / "LICENSE")
     return root
+
+
+# -- additions for the dock tests --------------------------------------------------------------------
+
+
+@pytest.fixture
+def clean_samcd_settings(tmp_path: Path):
+    """No sam-cd QgsSettings from earlier tests; the user checkpoint folder is an empty temp folder."""
+    from qgis.core import QgsSettings
+
+    from sam_cd_plugin.processing import options
+
+    def clear() -> None:
+        settings = QgsSettings()
+        settings.remove("sam_cd")
+        for name in (options.CHECKPOINT_FOLDER, options.DEVICE):
+            settings.remove("Processing/Configuration/" + name)
+
+    clear()
+    folder = tmp_path / "user_checkpoints"
+    folder.mkdir()
+    options.set_checkpoint_folder(folder)
+    yield folder
+    clear()
+
+
+@pytest.fixture
+def iface_browser(qgis_iface, monkeypatch):
+    """pytest-qgis' iface stub plus the real browser model that Processing dialogs ask for."""
+    from qgis.gui import QgsBrowserGuiModel
+
+    model = QgsBrowserGuiModel()
+    monkeypatch.setattr(qgis_iface, "browserModel", lambda: model, raising=False)
+    yield qgis_iface
+    del model

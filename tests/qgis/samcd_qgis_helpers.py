@@ -85,3 +85,66 @@ def qgis_process_env(plugin_dir: Path, profile_dir: Path) -> dict[str, str]:
     )
     env.pop("QGIS_OPTIONS_PATH", None)  # set by pytest-qgis for the in-process app
     return env
+
+
+# -- additions for the dock, evaluate, train and model tests ---------------------------------------
+
+
+def qgis_process_runner(plugin_dir: Path, profile_dir: Path):
+    """A function running ``qgis_process.bin ARGS`` headless with the plugin enabled in ``profile_dir``."""
+    import shutil
+    import subprocess
+
+    executable = QGIS_PROCESS if Path(QGIS_PROCESS).is_file() else shutil.which("qgis_process")
+    assert executable, "qgis_process not found"
+    env = qgis_process_env(plugin_dir, profile_dir)
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([executable, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+    enabled = run("plugins", "enable", "sam_cd_plugin")
+    assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+    return run
+
+
+def write_raster(path: Path, array, epsg: int = 32633, geotransform=(500000.0, 10.0, 0.0, 4700000.0, 0.0, -10.0),
+                 nodata: float | None = None) -> Path:
+    """Write a single-band GeoTIFF (uint8 unless the array says otherwise) with a CRS."""
+    from osgeo import gdal_array, osr
+
+    rows, cols = array.shape
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(path), cols, rows, 1, gdal_array.NumericTypeCodeToGDALTypeCode(array.dtype))
+    ds.SetGeoTransform(geotransform)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    ds.SetProjection(srs.ExportToWkt())
+    band = ds.GetRasterBand(1)
+    if nodata is not None:
+        band.SetNoDataValue(nodata)
+    band.WriteArray(array)
+    ds = None
+    return path
+
+
+def upscaled_copy(source: Path, target: Path, factor: int) -> Path:
+    """``source`` resampled to ``factor`` times as many pixels per side (same extent, same CRS)."""
+    ds = gdal.Open(str(source))
+    gdal.Translate(str(target), ds, width=ds.RasterXSize * factor, height=ds.RasterYSize * factor,
+                   resampleAlg="bilinear")
+    ds = None
+    return target
+
+
+def checkpoint_with_meta(source: Path, target: Path, **changes) -> Path:
+    """A copy of checkpoint ``source`` whose metadata is updated with ``changes`` (same weights)."""
+    import json
+
+    import torch
+
+    payload = torch.load(source, map_location="cpu", weights_only=True)
+    meta = json.loads(payload["meta"])
+    meta.update(changes)
+    payload["meta"] = json.dumps(meta, sort_keys=True)
+    torch.save(payload, target)
+    return target

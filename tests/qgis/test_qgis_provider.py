@@ -38,7 +38,7 @@ def test_provider_identity() -> None:
     assert provider is not None
     assert provider.name() == "SAM change detection"
     assert not provider.icon().isNull()
-    assert [a.id() for a in provider.algorithms()] == [ALGORITHM_ID]
+    assert sorted(a.id() for a in provider.algorithms()) == sorted([ALGORITHM_ID, "sam_cd:evaluate", "sam_cd:train"])
     assert provider.defaultRasterFileExtension() == "tif"
 
 

@@ -1,0 +1,203 @@
+"""Processing algorithm ``sam_cd:train``: a dataset folder → a sam-cd checkpoint.
+
+Thin adapter over ``engine.training.train``: Processing parameters in, a ``TrainConfig``, the
+engine's progress reported per epoch and Processing's cancel polled every batch. Meant for
+users with a CUDA GPU; it runs on the CPU too, slowly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputString,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..dependencies import REQUIRED_PACKAGES, install_hint, missing_dependencies
+from ..paths import resource_path
+from .compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
+from .options import default_device
+
+__all__ = ["ENCODERS", "METHODS", "TrainModelAlgorithm"]
+
+METHODS = ["sam-cem-cd", "sam2-cd", "sam-cd"]
+ENCODERS = ["fastsam-s", "fastsam-x", "sam2-t", "sam2-s", "sam2-b+", "mobilesam"]
+DEVICES = ["auto", "cpu", "cuda"]
+OPTIMIZERS = ["sgd", "adamw"]
+
+try:  # folder behaviour of QgsProcessingParameterFile (moved into Qgis in 3.36)
+    from qgis.core import Qgis
+
+    FILE_BEHAVIOR_FOLDER = Qgis.ProcessingFileParameterBehavior.Folder
+except AttributeError:  # QGIS < 3.36
+    FILE_BEHAVIOR_FOLDER = QgsProcessingParameterFile.Behavior.Folder
+
+
+class TrainModelAlgorithm(QgsProcessingAlgorithm):
+    """Train a change-detection checkpoint on a LEVIR-CD-layout dataset."""
+
+    DATA = "DATA"
+    METHOD = "METHOD"
+    ENCODER = "ENCODER"
+    ENCODER_WEIGHTS = "ENCODER_WEIGHTS"
+    DELTA = "DELTA"
+    EPOCHS = "EPOCHS"
+    LR = "LR"
+    DEVICE = "DEVICE"
+    OPTIMIZER = "OPTIMIZER"
+    INPUT_SIZE = "INPUT_SIZE"
+    BATCH_SIZE = "BATCH_SIZE"
+    INCLUDE = "INCLUDE"
+    OUTPUT = "OUTPUT"
+    DEVICE_USED = "DEVICE_USED"
+
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate("TrainModelAlgorithm", text)
+
+    def createInstance(self) -> TrainModelAlgorithm:  # noqa: N802
+        return TrainModelAlgorithm()
+
+    def name(self) -> str:
+        return "train"
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.tr("Train a change-detection model")
+
+    def group(self) -> str:
+        return self.tr("Training")
+
+    def groupId(self) -> str:  # noqa: N802
+        return "training"
+
+    def tags(self) -> list[str]:
+        return self.tr("train,training,checkpoint,delta,cem,fastsam,sam2,mobilesam,gpu,dataset,levir").split(",")
+
+    def icon(self) -> QIcon:
+        return QIcon(str(resource_path("icon.png")))
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return self.tr(
+            "<p>Trains a change-detection checkpoint (.pt) that <i>Detect changes</i> and the "
+            "dock can use. Best with a CUDA GPU: on a CPU even small runs take long.</p>"
+            "<p><b>Dataset folder</b>: LEVIR-CD layout, sub-folders <i>A</i> (before), <i>B</i> "
+            "(after) and <i>label</i> (0/255 or 0/1) with matching file names. <b>Include</b> "
+            "optionally restricts the pairs by file-name patterns (comma-separated, e.g. "
+            "train_*).</p>"
+            "<p><b>Method</b>: sam-cem-cd (default, light), sam2-cd or sam-cd. <b>Encoder</b>: "
+            "the SAM-family backbone; give its official <b>weights file</b> (e.g. FastSAM-s.pt) "
+            "for real use, otherwise it starts from random weights. <b>δ</b>: CEM drop ratio, the "
+            "share of unchanged pixels dropped from each batch (higher: more recall, more false "
+            "alarms; 0.3 was best in the paper). The checkpoint stores δ, the training data and "
+            "the scores, which the dock's checkpoint table shows.</p>"
+            "<p>Cancelling stops after the current batch and writes no checkpoint.</p>"
+        )
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, ARG002
+        self.addParameter(QgsProcessingParameterFile(self.DATA, self.tr("Dataset folder (A/, B/, label/)"),
+                                                     behavior=FILE_BEHAVIOR_FOLDER))
+        self.addParameter(QgsProcessingParameterEnum(self.METHOD, self.tr("Method"), options=METHODS,
+                                                     defaultValue=METHODS[0], usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterEnum(self.ENCODER, self.tr("Encoder"), options=ENCODERS,
+                                                     defaultValue=ENCODERS[0], usesStaticStrings=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.ENCODER_WEIGHTS, self.tr("Encoder weights file (official, e.g. FastSAM-s.pt; empty: random init)"),
+            behavior=FILE_BEHAVIOR_FILE, optional=True, fileFilter="PyTorch weights (*.pt *.pth);;All files (*.*)"))
+        self.addParameter(QgsProcessingParameterNumber(self.DELTA, self.tr("CEM drop ratio δ"), type=NUMBER_DOUBLE,
+                                                       defaultValue=0.3, minValue=0.0, maxValue=0.99))
+        self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), type=NUMBER_INTEGER,
+                                                       defaultValue=20, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(self.LR, self.tr("Learning rate"), type=NUMBER_DOUBLE,
+                                                       defaultValue=0.01, minValue=1e-7, maxValue=10.0))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=DEVICES,
+                                                     defaultValue=default_device(), usesStaticStrings=True))
+        advanced = [
+            QgsProcessingParameterEnum(self.OPTIMIZER, self.tr("Optimizer"), options=OPTIMIZERS,
+                                       defaultValue="sgd", usesStaticStrings=True),
+            QgsProcessingParameterNumber(self.INPUT_SIZE, self.tr("Crop size in pixels (multiple of 32)"),
+                                         type=NUMBER_INTEGER, defaultValue=256, minValue=64),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size"), type=NUMBER_INTEGER,
+                                         defaultValue=4, minValue=1),
+            QgsProcessingParameterString(self.INCLUDE, self.tr("Only pairs matching (e.g. train_*,val_*)"),
+                                         defaultValue="", optional=True),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | FLAG_ADVANCED)
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT, self.tr("Checkpoint"), self.tr("sam-cd checkpoints (*.pt)")))
+        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
+
+    def canExecute(self) -> tuple[bool, str]:  # noqa: N802
+        missing = missing_dependencies()
+        return (False, install_hint(missing)) if missing else (True, "")
+
+    def processAlgorithm(  # noqa: N802
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        missing = missing_dependencies()
+        if missing:
+            raise QgsProcessingException(install_hint(missing))
+        try:
+            from ..core.errors import CancelledError, SamCdError
+            from ..engine.device import describe_device, resolve_device
+            from ..engine.training import TrainConfig, train
+        except ImportError as exc:
+            top = (exc.name or "").split(".")[0]
+            hint = install_hint([top]) if top in REQUIRED_PACKAGES else "Could not load the SAM-CD engine"
+            raise QgsProcessingException(f"{hint} ({exc})") from exc
+
+        out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        if not out.lower().endswith(".pt"):
+            raise QgsProcessingException(f"{self.OUTPUT}: checkpoints are .pt files; got '{out}'.")
+        weights = self.parameterAsFile(parameters, self.ENCODER_WEIGHTS, context)
+        include = [p.strip() for p in self.parameterAsString(parameters, self.INCLUDE, context).split(",") if p.strip()]
+        device = self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto"
+        config = TrainConfig(
+            data=[Path(self.parameterAsFile(parameters, self.DATA, context))],
+            out=Path(out),
+            include=include,
+            method=self.parameterAsEnumString(parameters, self.METHOD, context),
+            encoder=self.parameterAsEnumString(parameters, self.ENCODER, context),
+            encoder_weights=Path(weights) if weights else None,
+            delta=self.parameterAsDouble(parameters, self.DELTA, context),
+            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            lr=self.parameterAsDouble(parameters, self.LR, context),
+            optimizer=self.parameterAsEnumString(parameters, self.OPTIMIZER, context) or "sgd",
+            input_size=self.parameterAsInt(parameters, self.INPUT_SIZE, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            device=device,
+        )
+        try:
+            used = describe_device(resolve_device(device))
+        except SamCdError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        feedback.pushInfo(f"Training {config.method} / {config.encoder} (δ = {config.delta}) on {used}")
+        if device == "cuda" and not used.startswith("CUDA"):
+            feedback.pushWarning("CUDA was requested but is not available; training on the CPU (slow).")
+
+        def progress(*args: Any) -> None:
+            """Epoch report of the engine: an object with epoch/epochs/loss, or those three values."""
+            report = args[0] if len(args) == 1 else None
+            epoch, epochs, loss = (report.epoch, report.epochs, report.loss) if report is not None else args[:3]
+            feedback.setProgress(100.0 * epoch / epochs)
+            feedback.pushInfo(report.line() if hasattr(report, "line") else f"epoch {epoch}/{epochs}: loss {loss:.4f}")
+
+        try:
+            path = train(config, progress=progress, is_cancelled=feedback.isCanceled)
+        except CancelledError as exc:  # the engine writes atomically: nothing at `out`
+            raise QgsProcessingException("Cancelled by the user; no checkpoint was written.") from exc
+        except SamCdError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        return {self.OUTPUT: str(path), self.DEVICE_USED: used}

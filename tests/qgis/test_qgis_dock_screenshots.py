@@ -1,0 +1,109 @@
+"""Screenshots for the README: the dock, and a detection result on a map.
+
+Rendered offscreen into a temporary folder; with ``SAMCD_SCREENSHOTS=1`` they are written to
+``docs/dock.png`` and ``docs/result_map.png`` (how the README images are refreshed).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import processing
+import pytest
+from pytest_qgis.utils import process_events
+from qgis.core import QgsMapRendererParallelJob, QgsMapSettings, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QSize, Qt
+from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
+
+from sam_cd_plugin.gui.dock_widget import SamCdDockWidget
+from sam_cd_plugin.paths import default_checkpoint
+from sam_cd_plugin.processing.styling import CHANGE_MASK_STYLE, style_path
+from samcd_qgis_helpers import REPO, checkpoint_with_meta
+
+pytestmark = pytest.mark.usefixtures("sam_cd_provider")
+TILE = "train_36_0512_0512.png"  # a LEVIR-CD tile the bundled checkpoint was trained on
+
+
+@pytest.fixture
+def screenshot_dir(tmp_path: Path) -> Path:
+    return REPO / "docs" if os.environ.get("SAMCD_SCREENSHOTS") == "1" else tmp_path
+
+
+def image_array(image: QImage) -> np.ndarray:
+    """(H, W, 4) uint8 BGRA copy of ``image``."""
+    image = image.convertToFormat(QImage.Format.Format_ARGB32)
+    pointer = image.constBits()
+    pointer.setsize(image.sizeInBytes())
+    return np.frombuffer(pointer, np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)[:, : image.width()].copy()
+
+
+def test_dock_screenshot(qgis_iface, qgis_new_project, norcia, tiny_checkpoint, clean_samcd_settings,
+                         screenshot_dir: Path) -> None:
+    checkpoint_with_meta(tiny_checkpoint, clean_samcd_settings / "tiny_random_init.pt")
+    for path, name in ((norcia.before, "Norcia 2015 (Sentinel-2)"), (norcia.after, "Norcia 2017 (Sentinel-2)")):
+        layer = QgsRasterLayer(str(path), name)
+        qgis_new_project.addMapLayer(layer)
+        del layer
+    dock = SamCdDockWidget(qgis_iface)
+    try:
+        dock.select_checkpoint(default_checkpoint())
+        dock.device_combo.setCurrentText("auto")
+        dock.resize(520, 860)
+        dock.show()
+        process_events()
+        target = screenshot_dir / "dock.png"
+        assert dock.grab().save(str(target))
+    finally:
+        dock.shutdown()
+        dock.deleteLater()
+        process_events()
+        qgis_new_project.clear()
+    pixels = image_array(QImage(str(target)))
+    assert pixels.shape[:2] == (860, 520)
+    assert len(np.unique(pixels.reshape(-1, 4), axis=0)) > 50  # text, table and widgets, not a blank grab
+
+
+def render(layers: list, size: int) -> QImage:
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setExtent(layers[-1].extent())
+    settings.setOutputSize(QSize(size, size))
+    settings.setBackgroundColor(QColor("white"))
+    job = QgsMapRendererParallelJob(settings)
+    job.start()
+    job.waitForFinished()
+    return job.renderedImage()
+
+
+def test_result_map_screenshot(shared_data: Path, screenshot_dir: Path, tmp_path: Path) -> None:
+    levir = shared_data / "LEVIR-CD"
+    change = tmp_path / "change.tif"
+    processing.run("sam_cd:detectchanges", {"BEFORE": str(levir / "A" / TILE), "AFTER": str(levir / "B" / TILE),
+                                            "DEVICE": "cpu", "OUTPUT": str(change)})
+    before = QgsRasterLayer(str(levir / "A" / TILE), "before")
+    after = QgsRasterLayer(str(levir / "B" / TILE), "after")
+    mask = QgsRasterLayer(str(change), "change")
+    assert mask.loadNamedStyle(str(style_path(CHANGE_MASK_STYLE)))[1]
+    size, gap = 512, 8
+    panels = [render([before], size), render([after], size), render([mask, after], size)]
+    del before, after, mask
+    QgsProject.instance().clear()
+
+    out = QImage(3 * size + 2 * gap, size + 28, QImage.Format.Format_ARGB32)
+    out.fill(QColor("white"))
+    painter = QPainter(out)
+    painter.setFont(QFont("Sans", 12))
+    for i, (panel, title) in enumerate(zip(panels, ("before", "after", "after + detected change (red)"))):
+        x = i * (size + gap)
+        painter.drawText(x, 0, size, 26, int(Qt.AlignmentFlag.AlignCenter), title)
+        painter.drawImage(x, 28, panel)
+    painter.end()
+    target = screenshot_dir / "result_map.png"
+    assert out.save(str(target))
+
+    right = image_array(QImage(str(target)))[28:, 2 * (size + gap):]
+    b, g, r = (right[..., k].astype(int) for k in range(3))
+    red = (r > 150) & (g < 90) & (b < 90)
+    assert 0.01 < red.mean() < 0.6  # the buildings that appeared are marked, the rest is not
