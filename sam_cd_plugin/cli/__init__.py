@@ -10,9 +10,9 @@ import logging
 import sys
 from typing import Sequence
 
-from ..core.errors import SamCdError
+from ..core.errors import DependencyError, SamCdError
 
-COMMANDS = ("detect", "train", "evaluate")
+COMMANDS = ("detect", "train", "evaluate", "compare", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +23,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ImportError as exc:  # e.g. no GDAL on a GPU box: the other commands still work
+            _unavailable(sub, name, exc)
+            continue
+        module.add_parser(sub)
     return p
+
+
+def _unavailable(sub, name: str, exc: ImportError) -> None:
+    """Register ``name`` as a command that explains which package it lacks."""
+    missing = exc.name or str(exc)
+
+    def run(_args: argparse.Namespace) -> int:
+        raise DependencyError(f"The '{name}' command needs the Python package '{missing}', which "
+                              f"cannot be imported here ({exc}). Install it (GDAL: python3-gdal).")
+
+    command = sub.add_parser(name, help=f"(unavailable: needs {missing})", add_help=False)
+    command.add_argument("rest", nargs=argparse.REMAINDER)
+    command.set_defaults(func=run)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""``train``: a checkpoint from change-detection dataset folders."""
+"""``train``: a checkpoint (or one per δ with ``--delta-sweep``) from change-detection datasets."""
 from __future__ import annotations
 
 import argparse
@@ -7,16 +7,40 @@ from pathlib import Path
 from .arguments import DEVICES
 
 
+def deltas(text: str) -> list[float]:
+    try:
+        return [float(d) for d in text.replace(" ", "").split(",") if d]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"δ list must look like 0.2,0.3,0.4 (got {text!r})") from None
+
+
 def add_parser(sub) -> None:
-    t = sub.add_parser("train", help="train a checkpoint on LEVIR-CD-layout folders (A/, B/, label/)")
+    t = sub.add_parser("train", help="train a checkpoint on change-detection dataset folders",
+                       description="Layouts: DATA/{A,B,label}; DATA/{train,val,test}/{A,B,label}; "
+                                   "DATA/{A,B,label} + DATA/list/{train,val,test}.txt.")
     t.add_argument("--data", type=Path, action="append", required=True, help="dataset folder (repeatable)")
+    t.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="training split (default: train for split/list layouts, all pairs of a flat folder)")
     t.add_argument("--include", action="append", default=[], help="only pairs whose name matches this glob")
-    t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--method", default="sam-cem-cd")
+    t.add_argument("--val-split", choices=("train", "val", "test"), default=None,
+                   help="validation split, scored every epoch (default: val when the dataset has one)")
+    t.add_argument("--val-include", action="append", default=[],
+                   help="validation pairs by name glob (repeatable); best-on-validation is kept")
+    t.add_argument("--out", type=Path, required=True,
+                   help="checkpoint; with --delta-sweep, <stem>_delta<δ>.pt beside it")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run (<out>.resume)")
+    t.add_argument("--method", default="sam-cem-cd", choices=("sam-cem-cd", "sam2-cd", "sam-cd"))
     t.add_argument("--encoder", default="fastsam-s")
     t.add_argument("--encoder-weights", type=Path, default=None, help="official weights, e.g. FastSAM-s.pt")
     t.add_argument("--freeze-encoder", action="store_true")
+    t.add_argument("--prompts", default="", help="sam-cd: category prompts, e.g. building,road")
+    t.add_argument("--clip-weights", type=Path, default=None, help="sam-cd prompts: CLIP file (ViT-B-32.pt)")
+    t.add_argument("--clip-model", default="ViT-B-32")
+    t.add_argument("--mask-generator", default="fastsam-s", choices=("fastsam-s", "fastsam-x", "grid"))
+    t.add_argument("--mask-generator-weights", type=Path, default=None, help="e.g. FastSAM-s.pt")
     t.add_argument("--delta", type=float, default=0.3, help="CEM drop ratio δ")
+    t.add_argument("--delta-sweep", type=deltas, default=None, metavar="D1,D2,...",
+                   help="train one checkpoint per δ, e.g. 0.2,0.3,0.4,0.5,0.6")
     t.add_argument("--input-size", type=int, default=256)
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--samples-per-pair", type=int, default=4)
@@ -25,40 +49,68 @@ def add_parser(sub) -> None:
     t.add_argument("--lr", type=float, default=0.01)
     t.add_argument("--weight-decay", type=float, default=5e-4)
     t.add_argument("--poly-power", type=float, default=2.0)
+    t.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
+                   help="mixed precision on CUDA (ignored on the CPU)")
+    t.add_argument("--workers", type=int, default=0, help="data-loading processes")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", choices=DEVICES)
     t.add_argument("--eval-include", action="append", default=None,
-                   help="after training, score these pairs (globs) and store the metrics")
+                   help="after training, score these pairs (globs) with the detector and store the metrics")
     t.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.training import TrainConfig, sweep_configs, train
+
+    config = TrainConfig(
+        data=args.data, out=args.out, include=args.include, split=args.split,
+        val_split=args.val_split, val_include=args.val_include, method=args.method,
+        encoder=args.encoder, encoder_weights=args.encoder_weights,
+        freeze_encoder=args.freeze_encoder,
+        prompts=[p.strip() for p in args.prompts.split(",") if p.strip()],
+        clip_weights=args.clip_weights, clip_model=args.clip_model,
+        mask_generator=args.mask_generator, mask_generator_weights=args.mask_generator_weights,
+        delta=args.delta, input_size=args.input_size, epochs=args.epochs,
+        samples_per_pair=args.samples_per_pair, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+        poly_power=args.poly_power, amp=args.amp, workers=args.workers, seed=args.seed,
+        device=args.device, resume=args.resume)
+    configs = sweep_configs(config, args.delta_sweep) if args.delta_sweep else [config]
+    results = {}
+    for cfg in configs:
+        if len(configs) > 1:
+            print(f"== δ = {cfg.delta:g} → {cfg.out}", flush=True)
+        out = train(cfg, progress=lambda report: print(report.line(), flush=True))
+        print(f"checkpoint: {out}")
+        results[out] = _score_after_training(args, out)
+    if len(configs) > 1:
+        _print_sweep(results)
+    return 0
+
+
+def _score_after_training(args: argparse.Namespace, out: Path) -> dict:
+    """``--eval-include`` (and the training pairs) scored by the detector, stored in the metadata."""
+    from ..engine.detector import ChangeDetector
     from ..engine.evaluation import evaluate_pairs, format_table
-    from ..engine.training import TrainConfig, collect_pairs, train
+    from ..engine.training import collect_pairs
     from ..models.checkpoint import load_checkpoint, save_checkpoint
 
-    config = TrainConfig(data=args.data, out=args.out, include=args.include, method=args.method,
-                         encoder=args.encoder, encoder_weights=args.encoder_weights,
-                         freeze_encoder=args.freeze_encoder, delta=args.delta,
-                         input_size=args.input_size, epochs=args.epochs,
-                         samples_per_pair=args.samples_per_pair, batch_size=args.batch_size,
-                         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-                         poly_power=args.poly_power, seed=args.seed, device=args.device)
-    out = train(config, progress=lambda e, n, loss: print(f"epoch {e}/{n}  loss {loss:.4f}", flush=True))
-    print(f"checkpoint: {out}")
-    from ..engine.detector import ChangeDetector
-
+    _, meta = load_checkpoint(out)
+    if args.eval_include is None:
+        return meta
     detector = ChangeDetector(out, args.device)
-    scores = {}
     for label, include in (("train", args.include), ("eval", args.eval_include)):
-        if include is None:
-            continue
-        cm = evaluate_pairs(detector, collect_pairs(args.data, include)).total
-        scores[label] = {"pairs_include": include, **cm.as_dict()}
+        cm = evaluate_pairs(detector, collect_pairs(args.data, include, args.split)).total
+        meta["metrics"][label] = {"pairs_include": include, **cm.as_dict()}
         print(format_table({label: cm}))
-    if scores:
-        state, meta = load_checkpoint(out)
-        meta["metrics"] = scores
-        detector.model.cpu()
-        save_checkpoint(out, detector.model, meta)
-    return 0
+    detector.model.cpu()
+    save_checkpoint(out, detector.model, meta)
+    return meta
+
+
+def _print_sweep(results: dict) -> None:
+    print(f"{'checkpoint':40}  {'δ':>5}  {'val F1':>7}  {'val IoU':>7}")
+    for out, meta in results.items():
+        val = meta.get("metrics", {}).get("val") or {}
+        f1, iou = (f"{val[k]:.4f}" if k in val else "-" for k in ("f1", "iou"))
+        print(f"{Path(out).name:40}  {meta['delta']:>5g}  {f1:>7}  {iou:>7}")

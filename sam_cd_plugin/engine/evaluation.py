@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from ..core.metrics import ConfusionMatrix
 from ..core.raster import read_image, read_label
 from .datasets import PairPaths
@@ -42,11 +40,39 @@ def evaluate_pairs(detector: ChangeDetector, pairs: Sequence[PairPaths],
     return Evaluation(total, per_pair)
 
 
-def format_table(rows: dict[str, ConfusionMatrix]) -> str:
-    """Plain-text table of change-class metrics (and the papers' two-class means)."""
-    keys = ("precision", "recall", "f1", "iou", "oa", "kappa", "mf1", "miou")
-    width = max([len(k) for k in rows] + [8])
-    lines = [f"{'':{width}}  " + "  ".join(f"{k:>9}" for k in keys)]
-    for name, cm in rows.items():
-        lines.append(f"{name:{width}}  " + "  ".join(f"{getattr(cm, k):9.4f}" for k in keys))
+METRIC_KEYS = ("precision", "recall", "f1", "iou", "oa", "kappa", "mf1", "miou")
+METRIC_TITLES = ("Pre", "Rec", "F1", "IoU", "OA", "Kappa", "mF1", "mIoU")
+
+
+def format_table(rows: dict[str, ConfusionMatrix],
+                 extra: dict[str, Sequence[str]] | None = None) -> str:
+    """Plain-text table: change-class Pre/Rec/F1/IoU/OA/Kappa, then the two-class mF1/mIoU.
+
+    ``extra`` maps column titles to one text per row (e.g. method, encoder, δ of checkpoints).
+    """
+    extra = extra or {}
+    names = list(rows)
+    width = max([len(k) for k in names] + [8])
+    widths = {t: max([len(t)] + [len(v) for v in vals]) for t, vals in extra.items()}
+    head = [f"{'':{width}}"] + [f"{t:<{widths[t]}}" for t in extra] + [f"{t:>7}" for t in METRIC_TITLES]
+    lines = ["  ".join(head)]
+    for i, name in enumerate(names):
+        cells = [f"{name:{width}}"] + [f"{extra[t][i]:<{widths[t]}}" for t in extra]
+        cells += [f"{getattr(rows[name], k):7.4f}" for k in METRIC_KEYS]
+        lines.append("  ".join(cells))
+    lines.append("(Pre…Kappa: change class; mF1/mIoU: mean of change and no-change classes; "
+                 "one confusion matrix over all pixels)")
     return "\n".join(lines)
+
+
+def compare_checkpoints(checkpoints: Sequence[Path], pairs: Sequence[PairPaths],
+                        device: str = "auto", options: DetectionOptions | None = None
+                        ) -> dict[Path, tuple[dict, Evaluation]]:
+    """Each checkpoint's metadata and :class:`Evaluation` on the same ``pairs``."""
+    results = {}
+    for path in checkpoints:
+        detector = ChangeDetector(path, device)
+        log.info("Evaluating %s on %d pairs", Path(path).name, len(pairs))
+        results[Path(path)] = (detector.metadata, evaluate_pairs(detector, pairs, options))
+        del detector
+    return results

@@ -101,7 +101,8 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
             "share of unchanged pixels dropped from each batch (higher: more recall, more false "
             "alarms; 0.3 was best in the paper). The checkpoint stores δ, the training data and "
             "the scores, which the dock's checkpoint table shows.</p>"
-            "<p>Cancelling stops after the current batch and writes no checkpoint.</p>"
+            "<p>Cancelling stops after the current batch; the checkpoint keeps the best finished epoch "
+            "(if any) and the run can be resumed from the command line (<code>train --resume</code>).</p>"
         )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, ARG002
@@ -196,8 +197,8 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
 
         try:
             path = train(config, progress=progress, is_cancelled=feedback.isCanceled)
-        except CancelledError as exc:  # the engine writes atomically: nothing at `out`
-            raise QgsProcessingException("Cancelled by the user; no checkpoint was written.") from exc
+        except CancelledError as exc:  # the message says what the finished epochs left behind
+            raise QgsProcessingException(str(exc)) from exc
         except SamCdError as exc:
             raise QgsProcessingException(str(exc)) from exc
         return {self.OUTPUT: str(path), self.DEVICE_USED: used}
