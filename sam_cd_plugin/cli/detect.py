@@ -5,6 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..core.writers import PROBABILITY_FORMATS
 from .arguments import DEVICES, bands
 
 
@@ -21,6 +22,16 @@ def add_parser(sub) -> None:
     d.add_argument("--bands-before", type=bands, default=None, help="e.g. 3,2,1 (1-based)")
     d.add_argument("--bands-after", type=bands, default=None)
     d.add_argument("--probability", type=Path, default=None, help="also write a probability GeoTIFF")
+    d.add_argument("--probability-format", choices=PROBABILITY_FORMATS, default="float32",
+                   help="float32 (0..1, nodata -1) or uint8 (percent 0..100, nodata 255)")
+    d.add_argument("--polygons", type=Path, default=None,
+                   help="also write change polygons (GeoPackage, layer 'changes')")
+    d.add_argument("--min-area", type=float, default=0.0,
+                   help="drop change polygons smaller than this (map units², e.g. m²)")
+    d.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
+    d.add_argument("--batch-size", type=int, default=None, help="default: from free device memory")
+    d.add_argument("--dask", metavar="SCHEDULER", default=None,
+                   help="map the tiles over a Dask distributed cluster (e.g. tcp://host:8786)")
     d.add_argument("--quicklook", type=Path, default=None, help="also write a PNG before|after|change")
     d.set_defaults(func=run)
 
@@ -31,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     detector = ChangeDetector(args.checkpoint, args.device)
     options = DetectionOptions(threshold=args.threshold, tile_size=args.tile_size,
                                overlap=args.overlap, bands_before=args.bands_before,
-                               bands_after=args.bands_after, probability_path=args.probability)
+                               bands_after=args.bands_after, probability_path=args.probability,
+                               probability_format=args.probability_format, polygons_path=args.polygons,
+                               min_area=args.min_area, cog=args.cog, batch_size=args.batch_size,
+                               dask_scheduler=args.dask)
     result = detector.detect(args.before, args.after, args.output, options,
                              progress=lambda p: logging.getLogger("sam_cd").debug("%.0f %%", p))
     share = 100.0 * result.changed_pixels / max(1, result.valid_pixels)
@@ -39,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
           f"{share:.2f} % changed, {result.seconds:.1f} s on {result.device})")
     if result.probability_path:
         print(f"probability: {result.probability_path}")
+    if result.polygons_path:
+        print(f"polygons: {result.polygons_path} ({result.polygon_count} features)")
     if args.quicklook:
         from ..core.quicklook import write_quicklook
 

@@ -341,6 +341,14 @@ class AlignedPair:
         return (np.ascontiguousarray(before, dtype=np.float32),
                 np.ascontiguousarray(after, dtype=np.float32), valid)
 
+    def drop_caches(self) -> None:
+        """Drop GDAL's cached blocks of every dataset of the pair, so a run through a raster of
+        any size holds only the blocks of the windows being read (thread-safe)."""
+        with self._lock:
+            for ds in (self._warped_ds, self._subset_ds, self._before_ds, self._after_ds):
+                if ds is not None:
+                    ds.FlushCache()
+
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
         """Release the datasets and in-memory VRTs (idempotent)."""

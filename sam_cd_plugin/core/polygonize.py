@@ -6,7 +6,8 @@
 
 * ``area``: polygon area in map units (square CRS units; pixels for rasters without a CRS),
 * ``mean_probability``: mean of the probability raster over the polygon's pixels (nodata and
-  NaN ignored), or null when no probability raster is given,
+  NaN ignored; the band's scale/offset applied, e.g. a uint8 percent raster), or null when no
+  probability raster is given,
 * one field per entry of ``attributes`` (constant for every feature).
 
 Polygons smaller than ``min_area`` are dropped. Work is streamed: the mask is binarised block
@@ -133,6 +134,7 @@ def _polygon_means(layer_ds: gdal.Dataset, prob_ds: gdal.Dataset,
     counts = np.zeros(max_fid + 1, dtype=np.int64)
     pband, iband = prob_ds.GetRasterBand(1), ids.GetRasterBand(1)
     nodata = pband.GetNoDataValue()
+    scale, offset = pband.GetScale() or 1.0, pband.GetOffset() or 0.0
     for x, y, cw, ch in _row_chunks(w, h):
         zid = iband.ReadAsArray(x, y, cw, ch).astype(np.int64)
         prob = pband.ReadAsArray(x, y, cw, ch).astype(np.float64)
@@ -140,7 +142,7 @@ def _polygon_means(layer_ds: gdal.Dataset, prob_ds: gdal.Dataset,
         if nodata is not None and not math.isnan(nodata):
             keep &= prob != nodata
         z = zid[keep]
-        sums += np.bincount(z, weights=prob[keep], minlength=max_fid + 1)[: max_fid + 1]
+        sums += np.bincount(z, weights=prob[keep] * scale + offset, minlength=max_fid + 1)[: max_fid + 1]
         counts += np.bincount(z, minlength=max_fid + 1)[: max_fid + 1]
     ids = None
     return sums, counts

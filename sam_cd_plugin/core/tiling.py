@@ -14,6 +14,15 @@ Along each axis of length ``L``:
   ``overlap``); the core boundary between two neighbours is the middle of their overlap.
 
 :func:`blend_weights` gives a smooth per-pixel weight for blending overlapping probabilities.
+
+:func:`lattice_tiles` is the grid the detector uses: the windows of a fixed lattice of stride
+``size - overlap`` anchored to a *global* pixel origin (:func:`grid_origin`, from the
+geotransform) that lie inside the raster, plus one window flush with each border (start 0 and
+``length - size``) where the lattice has none; an axis shorter than a tile gets one centred
+window (padded by the reader). A pixel farther than ``size`` from every border is covered only
+by lattice windows, so a crop of a raster on the same grid gives it exactly the windows (and
+blend weights) of the full raster. With :func:`blend_ramp` weights (``overlap <= size // 2``)
+lattice windows form a partition of unity; the blender divides by the actual weight sums.
 """
 
 from __future__ import annotations
@@ -23,12 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Tile", "tile_grid", "axis_windows", "blend_weights"]
+__all__ = ["Tile", "tile_grid", "axis_windows", "blend_weights", "blend_ramp", "grid_origin",
+           "lattice_starts", "window_starts", "lattice_tiles", "axis_weight_sum"]
 
 
 @dataclass(frozen=True)
 class Tile:
-    """Read window ``(x, y, size, size)`` and the core rectangle this tile writes."""
+    """Read window ``(x, y, size, size)`` and its core rectangle: the pixels this tile writes
+    (:func:`tile_grid`) or the part of the window inside the raster (:func:`lattice_tiles`)."""
 
     x: int
     y: int
@@ -93,9 +104,10 @@ def tile_grid(width: int, height: int, tile_size: int, overlap: int) -> list[Til
             for y, cy0, cy1 in ys for x, cx0, cx1 in xs]
 
 
-def blend_weights(size: int, overlap: int, minimum: float = 1e-3) -> np.ndarray:
-    """float32 ``(size, size)`` weights: 1 in the centre, a raised-cosine ramp over ``overlap``
-    pixels towards each edge (never below ``minimum``, so border tiles still count)."""
+def blend_ramp(size: int, overlap: int, minimum: float = 1e-3) -> np.ndarray:
+    """float32 ``(size,)`` ramp: 1 in the centre, a raised cosine over ``overlap`` pixels
+    (at most ``size // 2``) towards each end, never below ``minimum``. Two ramps shifted by
+    ``size - overlap`` sum to one over their overlap (a partition of unity)."""
     if size < 1 or overlap < 0:
         raise ValueError("size must be positive and overlap non-negative")
     ramp = np.ones(size, dtype=np.float64)
@@ -105,5 +117,81 @@ def blend_weights(size: int, overlap: int, minimum: float = 1e-3) -> np.ndarray:
         edge = 0.5 - 0.5 * np.cos(np.pi * t)
         ramp[:n] = edge
         ramp[size - n:] = edge[::-1]
-    ramp = np.maximum(ramp, minimum)
+    return np.maximum(ramp, minimum).astype(np.float32)
+
+
+def blend_weights(size: int, overlap: int, minimum: float = 1e-3) -> np.ndarray:
+    """float32 ``(size, size)`` weights: the outer product of :func:`blend_ramp` with itself."""
+    ramp = blend_ramp(size, overlap, minimum)
     return np.outer(ramp, ramp).astype(np.float32)
+
+
+def grid_origin(geotransform: tuple[float, ...] | None) -> tuple[int, int]:
+    """Global pixel index (column, row) of a raster's top-left pixel on its map grid.
+
+    North-up grids: ``round(x0 / pixel_width)``, ``round(y0 / pixel_height)``, so two rasters on
+    the same grid (same CRS and pixel size, origins a whole number of pixels apart) agree on
+    which global pixel each of their pixels is. Rotated grids and rasters without a
+    geotransform use ``(0, 0)`` (their own first pixel).
+    """
+    gt = tuple(geotransform) if geotransform is not None else (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    if gt[2] != 0 or gt[4] != 0 or gt[1] == 0 or gt[5] == 0:
+        return 0, 0
+    gx, gy = gt[0] / gt[1], gt[3] / gt[5]
+    if not (math.isfinite(gx) and math.isfinite(gy)) or max(abs(gx), abs(gy)) > 2 ** 52:
+        return 0, 0
+    return int(math.floor(gx + 0.5)), int(math.floor(gy + 0.5))
+
+
+def lattice_starts(length: int, size: int, stride: int, origin: int = 0) -> list[int]:
+    """Starts of the lattice windows ``start ≡ -origin (mod stride)`` that meet ``[0, length)``."""
+    if length < 1 or size < 1 or not 1 <= stride <= size:
+        raise ValueError(f"need length, size >= 1 and 1 <= stride <= size; got {length}, {size}, {stride}")
+    phase = (-origin) % stride
+    k = (-size - phase) // stride + 1  # smallest k with phase + k * stride > -size
+    starts = []
+    while phase + k * stride < length:
+        starts.append(phase + k * stride)
+        k += 1
+    return starts
+
+
+def window_starts(length: int, size: int, stride: int, origin: int = 0) -> list[int]:
+    """Window starts along one axis (see module docstring): the lattice starts inside
+    ``[0, length - size]`` plus the border-flush starts, ascending; one centred window when
+    ``length <= size``."""
+    if length <= size:
+        return [-((size - length) // 2)]
+    inside = [s for s in lattice_starts(length, size, stride, origin) if 0 <= s <= length - size]
+    return sorted({0, length - size, *inside})
+
+
+def lattice_tiles(width: int, height: int, tile_size: int, overlap: int,
+                  origin: tuple[int, int] = (0, 0)) -> list[Tile]:
+    """Row-major lattice windows of ``tile_size`` with stride ``tile_size - overlap`` anchored at
+    the global pixel ``origin`` of the raster's top-left pixel (see module docstring).
+
+    A tile's core is the part of its window inside the raster. ``ValueError`` for non-positive
+    sizes or ``overlap`` outside ``[0, tile_size // 2]``.
+    """
+    if width < 1 or height < 1 or tile_size < 1:
+        raise ValueError(f"raster and tile sizes must be positive, got {width}x{height}, {tile_size}")
+    if not 0 <= overlap <= tile_size // 2:
+        raise ValueError(f"overlap must lie in [0, {tile_size // 2}] for tile size {tile_size}, got {overlap}")
+    stride = tile_size - overlap
+    xs = window_starts(width, tile_size, stride, origin[0])
+    ys = window_starts(height, tile_size, stride, origin[1])
+    return [Tile(x, y, tile_size, max(x, 0), max(y, 0), min(x + tile_size, width),
+                 min(y + tile_size, height)) for y in ys for x in xs]
+
+
+def axis_weight_sum(length: int, starts: list[int], ramp: np.ndarray) -> np.ndarray:
+    """float32 ``(length,)``: sum of ``ramp`` over the windows at ``starts`` covering each pixel
+    (added in window order, so equal for equal windows whatever the raster)."""
+    total = np.zeros(length, dtype=np.float32)
+    size = ramp.shape[0]
+    for s in starts:
+        a, b = max(s, 0), min(s + size, length)
+        if b > a:
+            total[a:b] += ramp[a - s:b - s]
+    return total

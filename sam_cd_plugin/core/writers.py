@@ -6,6 +6,14 @@ name (``os.replace``) only when the ``with`` block ends without an exception. On
 (including cancellation) the temporary file is deleted, so a failed run never leaves a file
 that looks finished; an existing file at the final path is only replaced on success.
 
+Options: ``cog=True`` converts the finished temporary GeoTIFF into a Cloud Optimized GeoTIFF
+(GDAL's COG driver, with overviews) before the rename; ``scale`` stores a band scale (e.g. 0.01
+for a probability in percent); ``scratch=True`` never publishes the file (it is deleted when the
+block ends; use :meth:`AtomicRasterWriter.finish` and ``temp_path`` to read it before).
+:meth:`AtomicRasterWriter.write_rows` writes whole-width row bands in order and hands complete
+rows of blocks to disk as it goes, so GDAL's block cache (and the process memory) stays bounded
+whatever the raster size.
+
 :func:`check_output_path` validates an output path before any work starts.
 """
 
@@ -29,14 +37,23 @@ gdal.UseExceptions()
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AtomicRasterWriter", "check_output_path", "partial_path"]
+__all__ = ["AtomicRasterWriter", "check_output_path", "partial_path", "PROBABILITY_FORMATS"]
 
 BLOCK_SIZE = 256
+#: Probability raster encodings: float32 0..1 (nodata -1), uint8 percent 0..100 (nodata 255).
+PROBABILITY_FORMATS = ("float32", "uint8")
 
 
 def partial_path(path: Path) -> Path:
     """Temporary name used while ``path`` is being written: ``.<name>.partial`` beside it."""
     return path.with_name(f".{path.name}.partial")
+
+
+def _detached(exc: BaseException) -> BaseException:
+    """``exc`` without its traceback, to chain as a cause: the traceback's frames hold GDAL
+    datasets and bands (``self`` of the failing binding call), which would keep the file open
+    (disk space in use, folder busy) for as long as the error is kept, e.g. by QGIS."""
+    return exc.with_traceback(None)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -91,7 +108,8 @@ class AtomicRasterWriter:
     def __init__(self, path: Path | str, width: int, height: int,
                  geotransform: tuple[float, ...] | None, crs_wkt: str = "",
                  dtype: str = "uint8", nodata: float | None = 255, band_count: int = 1,
-                 metadata: Mapping[str, Any] | None = None) -> None:
+                 metadata: Mapping[str, Any] | None = None, cog: bool = False,
+                 scale: float | None = None, scratch: bool = False) -> None:
         if width < 1 or height < 1 or band_count < 1:
             raise ValueError(f"invalid raster shape {band_count}x{height}x{width}")
         self.path = Path(os.path.abspath(path))
@@ -104,6 +122,12 @@ class AtomicRasterWriter:
         self.dtype = np.dtype(dtype)
         self.nodata = nodata
         self.metadata = dict(metadata or {})
+        self.cog = bool(cog)
+        self.scale = scale
+        self.scratch = bool(scratch)
+        self._finished = False
+        self._rows_written = 0
+        self._pending: list[np.ndarray] = []
         self._gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(self.dtype)
         if self._gdal_type is None:
             raise ValueError(f"unsupported output dtype {dtype!r}")
@@ -131,7 +155,7 @@ class AtomicRasterWriter:
         except RuntimeError as exc:
             self._remove_temp()
             raise OutputError(f"Cannot create {self.path} ({exc}). Check that the folder is "
-                              "writable and the disk is not full.") from exc
+                              "writable and the disk is not full.") from _detached(exc)
         try:
             if self.geotransform is not None and self.geotransform != DEFAULT_GEOTRANSFORM:
                 ds.SetGeoTransform(self.geotransform)
@@ -140,13 +164,16 @@ class AtomicRasterWriter:
             for i in range(1, self.band_count + 1):
                 if self.nodata is not None:
                     ds.GetRasterBand(i).SetNoDataValue(float(self.nodata))
+                if self.scale is not None:
+                    ds.GetRasterBand(i).SetScale(float(self.scale))
+                    ds.GetRasterBand(i).SetOffset(0.0)
             meta = {str(k): str(v) for k, v in self.metadata.items() if v is not None}
             if meta:
                 ds.SetMetadata(meta)
         except RuntimeError as exc:
             ds = None
             self._remove_temp()
-            raise OutputError(f"Cannot prepare {self.path} ({exc}).") from exc
+            raise OutputError(f"Cannot prepare {self.path} ({exc}).") from _detached(exc)
         self._ds = ds
         log.debug("Writing %s via %s", self.path, self.temp_path)
         return self
@@ -168,11 +195,65 @@ class AtomicRasterWriter:
         try:
             for i in range(arr.shape[0]):
                 self._ds.GetRasterBand(i + 1).WriteArray(arr[i].astype(self.dtype, copy=False), int(x), int(y))
+        except (RuntimeError, OSError) as exc:
+            raise OutputError(f"Writing {self.path} failed ({exc}). Check free disk space.") from _detached(exc)
+
+    def write_rows(self, rows: np.ndarray, y: int) -> None:
+        """Write full-width ``(h, width)`` rows starting at row ``y``; calls must follow each other
+        (``y`` = rows written so far). Complete rows of blocks are written out and dropped from
+        GDAL's cache at once; a partial one waits in memory for the next call or :meth:`finish`."""
+        if y != self._rows_written:
+            raise ValueError(f"write_rows expects row {self._rows_written}, got {y}")
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or rows.shape[1] != self.width:
+            raise ValueError(f"write_rows expects (h, {self.width}) arrays, got {rows.shape}")
+        self._pending.append(rows.astype(self.dtype, copy=False))
+        self._rows_written += rows.shape[0]
+        start = self._rows_written - sum(p.shape[0] for p in self._pending)
+        block_end = (self._rows_written // BLOCK_SIZE) * BLOCK_SIZE
+        if block_end > start or self._rows_written == self.height:
+            self._flush_rows(start, self._rows_written if self._rows_written == self.height else block_end)
+
+    def _flush_rows(self, start: int, end: int) -> None:
+        data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self.write(data[:end - start], 0, start)
+        rest = data[end - start:]
+        self._pending = [rest.copy()] if rest.shape[0] else []
+        try:
+            self._ds.FlushCache()  # writes the finished blocks and drops them from the cache
         except RuntimeError as exc:
-            raise OutputError(f"Writing {self.path} failed ({exc}). Check free disk space.") from exc
+            raise OutputError(f"Writing {self.path} failed ({exc}). Check free disk space.") from _detached(exc)
+
+    def finish(self) -> Path:
+        """Complete the file under ``temp_path`` (close it; convert to COG when asked) and return
+        that path. Called by a successful ``with`` block; call it earlier to read the file."""
+        if self._finished:
+            return self.temp_path
+        if self._pending:
+            self._flush_rows(self._rows_written - sum(p.shape[0] for p in self._pending), self._rows_written)
+        self._close_dataset()
+        if self.cog:
+            self._convert_to_cog()
+        self._finished = True
+        return self.temp_path
+
+    def _convert_to_cog(self) -> None:
+        cog_temp = self.temp_path.with_name(self.temp_path.name + ".cog")
+        opts = ["COMPRESS=DEFLATE", f"BLOCKSIZE={BLOCK_SIZE}", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
+                "OVERVIEW_RESAMPLING=NEAREST" if not np.issubdtype(self.dtype, np.floating)
+                else "OVERVIEW_RESAMPLING=AVERAGE"]
+        try:
+            out = gdal.Translate(str(cog_temp), str(self.temp_path), format="COG", creationOptions=opts)
+            out = None  # noqa: F841 - closing finishes the file
+            os.replace(cog_temp, self.temp_path)
+        except (RuntimeError, OSError) as exc:
+            cog_temp.unlink(missing_ok=True)
+            raise OutputError(f"Cannot write {self.path} as a Cloud Optimized GeoTIFF ({exc}). "
+                              "Check free disk space, or write a plain GeoTIFF.") from _detached(exc)
 
     def _remove_temp(self) -> None:
-        for p in (self.temp_path, self.temp_path.with_name(self.temp_path.name + ".aux.xml")):
+        for p in (self.temp_path, self.temp_path.with_name(self.temp_path.name + ".aux.xml"),
+                  self.temp_path.with_name(self.temp_path.name + ".cog")):
             try:
                 p.unlink()
             except FileNotFoundError:
@@ -182,27 +263,38 @@ class AtomicRasterWriter:
 
     def _close_dataset(self) -> None:
         ds, self._ds = self._ds, None
-        if ds is not None:
+        if ds is None:
+            return
+        try:
             ds.FlushCache()
-            del ds  # closing the last reference finishes the GeoTIFF
+        finally:
+            # Closing the last reference finishes the GeoTIFF. Also on error: a traceback must not
+            # keep the file open (its disk space would stay in use and its folder busy).
+            del ds
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if exc_type is not None:
             try:
                 self._close_dataset()
-            except RuntimeError:
+            except (RuntimeError, OSError):
                 pass
             self._remove_temp()
             return
         try:
-            self._close_dataset()
+            self.finish()
+            if self.scratch:
+                self._remove_temp()
+                return
             aux = self.path.with_name(self.path.name + ".aux.xml")
             if aux.exists():
                 aux.unlink()
             os.replace(self.temp_path, self.path)
+        except OutputError:
+            self._remove_temp()
+            raise
         except (RuntimeError, OSError) as error:
             self._remove_temp()
             raise OutputError(f"Could not finish {self.path} ({error}). Check free disk space and "
-                              "that the file is not open in another program.") from error
+                              "that the file is not open in another program.") from _detached(error)
         log.debug("Wrote %s", self.path)

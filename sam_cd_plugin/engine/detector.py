@@ -1,35 +1,63 @@
 """``ChangeDetector``: load a checkpoint once, then turn raster pairs into change rasters.
 
-Every front end (Processing algorithm, dock, CLI) calls :meth:`ChangeDetector.detect`. The pair is
-aligned on the before raster's grid, cut into overlapping tiles of the model's input size, run in
-batches, and each tile's centre is written to the output, so memory stays bounded by the batch.
-Outputs are written under a temporary name and renamed only when complete.
+Every front end (Processing algorithm, dock, CLI) calls :meth:`ChangeDetector.detect`. The pair
+is aligned on the before raster's grid (:class:`~..core.alignment.AlignedPair`) and cut into
+windows of the model's input size on a lattice anchored to the map grid
+(:func:`~..core.tiling.lattice_tiles`). A background thread reads batches of windows ahead of the
+model (:mod:`.tile_reader`); the model runs them batch by batch (autocast and channels-last on
+CUDA, batch size from free memory, halved on out-of-memory, CPU fallback: :mod:`.batching`);
+overlapping probabilities are blended with raised-cosine weights in a rolling strip
+(:class:`~..core.blending.StripBlender`) and finished rows go to a background writer thread
+(:class:`~.tile_reader.BackgroundSink`), so compression overlaps with the model.
+
+The change mask is the blended probability thresholded (``>= threshold``), so mask and
+probability raster always agree. Tile positions depend only on the map grid, so detecting on a
+crop gives bit-identical pixels to the same area of the full result wherever every window
+covering the pixel lies inside the crop (farther than one tile size from the crop border), when
+the input values are normalised the same way (8-bit imagery always; 16-bit/float imagery uses
+per-raster statistics) and the model sees the same batches (batch size 1) — float32 results of
+the model differ by ~1e-7 between batch compositions and thread counts.
+
+Memory stays bounded by the batch, the read-ahead queue, GDAL blocks of one batch (caches are
+dropped after each batch), one strip of ``tile_size`` rows in the blender, one row band in the
+writer queue and less than one row of output blocks: nothing grows with the raster's height, the
+strips only with its width.
+Outputs are written under temporary names and renamed only when every output is complete.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..core.alignment import AlignedPair
-from ..core.errors import CancelledError, CheckpointError, InputError
-from ..core.tiling import Tile, tile_grid
-from ..core.writers import AtomicRasterWriter, check_output_path
+from ..core.blending import StripBlender
+from ..core.errors import CancelledError, CheckpointError, InputError, OutputError
+from ..core.polygonize import polygonize_mask
+from ..core.validation import require_valid_pixels
+from ..core.tiling import Tile, grid_origin, lattice_tiles
+from ..core.writers import PROBABILITY_FORMATS, AtomicRasterWriter, check_output_path
 from ..models.checkpoint import load_checkpoint
 from ..models.registry import build_model
+from .batching import OomBackoff, auto_batch_size
 from .device import describe_device, resolve_device
+from .tile_reader import BackgroundReader, BackgroundSink, PredictedBatch, TileBatch, read_batch
 
 log = logging.getLogger(__name__)
 
 MASK_NODATA = 255
 PROBABILITY_NODATA = -1.0
+PERCENT_NODATA = 255
 STRIDE = 32
+READ_AHEAD = 2
 
 ProgressCallback = Callable[[float], None]
 CancelCallback = Callable[[], bool]
@@ -37,7 +65,13 @@ CancelCallback = Callable[[], bool]
 
 @dataclass
 class DetectionOptions:
-    """What a detection run may tune; ``None`` means "from the checkpoint" or "automatic"."""
+    """What a detection run may tune; ``None`` means "from the checkpoint" or "automatic".
+
+    ``probability_format``: ``float32`` (0..1, nodata -1) or ``uint8`` (percent 0..100, band
+    scale 0.01, nodata 255). ``polygons_path``: also write change polygons (GeoPackage) of at
+    least ``min_area`` map units². ``cog``: write the rasters as Cloud Optimized GeoTIFFs.
+    ``dask_scheduler``: run the windows on a Dask distributed cluster (address of its scheduler).
+    """
 
     threshold: float = 0.5
     tile_size: int | None = None
@@ -46,6 +80,11 @@ class DetectionOptions:
     bands_before: Sequence[int] | None = None
     bands_after: Sequence[int] | None = None
     probability_path: Path | None = None
+    probability_format: str = "float32"
+    polygons_path: Path | None = None
+    min_area: float = 0.0
+    cog: bool = False
+    dask_scheduler: str | None = None
 
     def validate(self, stride: int = STRIDE) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -57,6 +96,11 @@ class DetectionOptions:
             raise InputError("Overlap cannot be negative.")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError("Batch size must be at least 1.")
+        if self.probability_format not in PROBABILITY_FORMATS:
+            raise InputError(f"Probability format '{self.probability_format}' is unknown; use one of "
+                             f"{', '.join(PROBABILITY_FORMATS)}.")
+        if not self.min_area >= 0:
+            raise InputError(f"Minimum polygon area {self.min_area} must be zero or positive (map units²).")
 
 
 @dataclass
@@ -70,6 +114,43 @@ class DetectionResult:
     seconds: float
     device: str
     metadata: dict = field(default_factory=dict)
+    polygons_path: Path | None = None
+    polygon_count: int = 0
+    tiles: int = 0
+
+
+class _RowOutputs:
+    """Sink of the blender: thresholds finished rows and writes mask (and probability) rows."""
+
+    def __init__(self, mask_out: AtomicRasterWriter, prob_out: AtomicRasterWriter | None,
+                 threshold: float, probability_format: str) -> None:
+        self.mask_out, self.prob_out = mask_out, prob_out
+        self.threshold, self.fmt = threshold, probability_format
+        self.changed = self.valid = 0
+
+    def __call__(self, y: int, prob: np.ndarray, valid: np.ndarray) -> None:
+        # in place where possible: these rows span the whole raster width
+        invalid = ~valid
+        mask = (prob >= self.threshold).view(np.uint8)
+        mask[invalid] = MASK_NODATA
+        self.changed += int(np.count_nonzero(mask == 1))
+        self.valid += int(prob.size - np.count_nonzero(invalid))
+        self.mask_out.write_rows(mask, y)
+        if self.prob_out is None:
+            return
+        if self.fmt == "uint8":
+            prob *= 100.0
+            rows = np.rint(prob, out=prob).astype(np.uint8)
+            rows[invalid] = PERCENT_NODATA
+        else:
+            rows = prob
+            rows[invalid] = PROBABILITY_NODATA
+        self.prob_out.write_rows(rows, y)
+
+
+def batches_of(tiles: Sequence[Tile], size: int) -> list[list[Tile]]:
+    """``tiles`` in order, cut into lists of ``size``."""
+    return [list(tiles[i:i + size]) for i in range(0, len(tiles), size)]
 
 
 class ChangeDetector:
@@ -81,6 +162,7 @@ class ChangeDetector:
 
             checkpoint = default_checkpoint()
         self.checkpoint = Path(checkpoint)
+        self.device_choice = device
         state, self.metadata = load_checkpoint(self.checkpoint)
         model = build_model(self.metadata)
         try:
@@ -92,7 +174,10 @@ class ChangeDetector:
                 "sam-cd version. Retrain or pick another checkpoint.") from exc
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.input_size = int(self.metadata["input_size"])
+        self._auto_batch: dict[int, int] = {}
         log.info("Loaded %s (%s, %s) on %s", self.checkpoint.name, self.metadata["method"],
                  self.metadata["encoder"], self.device_description)
 
@@ -100,54 +185,172 @@ class ChangeDetector:
     def device_description(self) -> str:
         return describe_device(self.device)
 
-    def _batch_size(self, options: DetectionOptions) -> int:
-        if options.batch_size:
-            return options.batch_size
-        return 8 if self.device.type == "cuda" else 2
+    # ------------------------------------------------------------------ model
+    def _amp(self) -> contextlib.AbstractContextManager:
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type != "cuda":
+            return t
+        t = t.pin_memory().to(self.device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def predict(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-        """Change probability ``(B, H, W)`` for normalised ``(B, 3, H, W)`` float32 arrays."""
-        b = torch.from_numpy(before).to(self.device)
-        a = torch.from_numpy(after).to(self.device)
-        return torch.sigmoid(self.model(b, a))[:, 0].float().cpu().numpy()
+        """Change probability ``(B, H, W)`` float32 for normalised ``(B, 3, H, W)`` float32 arrays."""
+        b, a = self._to_device(before), self._to_device(after)
+        with self._amp():
+            logits = self.model(b, a)
+        return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+
+    def batch_size(self, tile_size: int, requested: int | None = None) -> int:
+        """``requested``, else chosen from free device memory (cached per tile size)."""
+        if requested:
+            return int(requested)
+        if tile_size not in self._auto_batch:
+            def probe(n: int) -> None:
+                x = np.zeros((n, 3, tile_size, tile_size), dtype=np.float32)
+                self.predict(x, x)
+
+            self._auto_batch[tile_size] = auto_batch_size(self.device, probe)
+        return self._auto_batch[tile_size]
+
+    def fall_back_to_cpu(self) -> None:
+        """Move the model to the CPU (after CUDA ran out of memory at batch size 1)."""
+        self.device = torch.device("cpu")
+        self.model = self.model.to(self.device, memory_format=torch.contiguous_format)
+        log.warning("Now running on %s", self.device_description)
+
+    def predict_batch(self, batch: TileBatch, backoff: OomBackoff) -> PredictedBatch:
+        """The model's probabilities for the tiles of ``batch`` that have a valid pixel."""
+        probs = backoff.run(self.predict, batch.before, batch.after) if batch.work else []
+        return PredictedBatch(batch.tiles, batch.valid, dict(zip(batch.work, probs)))
+
+    # ------------------------------------------------------------------ running
+    def _local_results(self, pair: AlignedPair, batches: list[list[Tile]], batch_size: int
+                       ) -> Iterator[PredictedBatch]:
+        backoff = OomBackoff(batch_size, self.fall_back_to_cpu)
+        with BackgroundReader(partial(read_batch, pair), batches, depth=READ_AHEAD,
+                              after_read=pair.drop_caches) as reader:
+            for batch in reader:
+                yield self.predict_batch(batch, backoff)
 
     def detect(self, before: Path | str, after: Path | str, out_path: Path | str,
                options: DetectionOptions | None = None,
                progress: ProgressCallback | None = None,
                is_cancelled: CancelCallback | None = None) -> DetectionResult:
-        """Write the change mask (uint8: 1 change, 0 none, 255 nodata) of ``before`` → ``after``."""
+        """Write the change mask (uint8: 1 change, 0 none, 255 nodata) of ``before`` → ``after``,
+        and the optional probability raster and change polygons of ``options``.
+
+        ``InputError``/``OutputError``/``CheckpointError`` for unusable inputs or outputs,
+        ``CancelledError`` when ``is_cancelled()`` turns true; either way no output is left."""
         options = options or DetectionOptions()
         options.validate()
         started = time.perf_counter()
-        out_path = check_output_path(Path(out_path), inputs=(Path(before), Path(after)))
-        prob_path = None
+        inputs = (Path(before), Path(after))
+        out_path = check_output_path(Path(out_path), inputs=inputs)
+        prob_path = poly_path = None
         if options.probability_path:
-            prob_path = check_output_path(Path(options.probability_path),
-                                          inputs=(Path(before), Path(after), out_path))
+            prob_path = check_output_path(Path(options.probability_path), inputs=inputs + (out_path,))
+        if options.polygons_path:
+            poly_path = check_output_path(Path(options.polygons_path),
+                                          inputs=inputs + tuple(p for p in (out_path, prob_path) if p))
+            if poly_path.suffix.lower() != ".gpkg":
+                raise OutputError(f"Change polygons are written as a GeoPackage; choose a file name "
+                                  f"ending in .gpkg (got {poly_path.name}).")
         tile = options.tile_size or self.input_size
         overlap = min(options.overlap, tile // 2)
         with AlignedPair(before, after, options.bands_before, options.bands_after) as pair:
-            tiles = tile_grid(pair.width, pair.height, tile, overlap)
-            meta = self._output_metadata(pair, options)
-            log.info("Detecting changes on %d×%d px in %d tiles of %d px on %s",
-                     pair.width, pair.height, len(tiles), tile, self.device_description)
+            origin = grid_origin(pair.geotransform)
+            tiles = lattice_tiles(pair.width, pair.height, tile, overlap, origin)
+            batch_size = self.batch_size(tile, options.batch_size)
+            meta = self._output_metadata(pair, options, tile, overlap, origin)
+            log.info("Detecting changes on %d×%d px in %d tiles of %d px (overlap %d, batch %d) on %s",
+                     pair.width, pair.height, len(tiles), tile, overlap, batch_size,
+                     self.device_description)
             grid = dict(width=pair.width, height=pair.height, geotransform=pair.geotransform,
                         crs_wkt=pair.crs_wkt, metadata=meta)
-            with contextlib.ExitStack() as outputs:
-                mask_out = outputs.enter_context(
-                    AtomicRasterWriter(out_path, dtype="uint8", nodata=MASK_NODATA, **grid))
-                prob_out = outputs.enter_context(
-                    AtomicRasterWriter(prob_path, dtype="float32", nodata=PROBABILITY_NODATA, **grid)
-                ) if prob_path else None
-                changed, valid_px = self._run_tiles(pair, tiles, options, mask_out, prob_out,
-                                                    progress, is_cancelled)
-        seconds = time.perf_counter() - started
-        log.info("Done in %.1f s: %d of %d valid pixels changed", seconds, changed, valid_px)
-        return DetectionResult(out_path, prob_path, pair.width, pair.height, changed, valid_px,
-                               seconds, self.device_description, meta)
+            batches = batches_of(tiles, batch_size)
+            n_polygons, polygons_written = 0, False
+            try:
+                with contextlib.ExitStack() as outputs:
+                    mask_out = outputs.enter_context(AtomicRasterWriter(
+                        out_path, dtype="uint8", nodata=MASK_NODATA, cog=options.cog, **grid))
+                    prob_out = self._probability_writer(prob_path, poly_path, options, grid)
+                    if prob_out is not None:
+                        outputs.enter_context(prob_out)
+                    sink = _RowOutputs(mask_out, prob_out, options.threshold, options.probability_format)
+                    writer = BackgroundSink(sink, depth=1)  # compression overlaps with the model
+                    outputs.callback(writer.abort)  # no-op after close()
+                    blender = StripBlender(pair.width, pair.height, tile, overlap, origin, writer)
+                    if options.dask_scheduler:
+                        from .distributed import dask_results
 
-    def _output_metadata(self, pair: AlignedPair, options: DetectionOptions) -> dict:
+                        results = dask_results(options.dask_scheduler, self, pair, options, batches)
+                    else:
+                        results = self._local_results(pair, batches, batch_size)
+                    with contextlib.closing(results):
+                        self._consume(results, blender, len(tiles), progress, is_cancelled)
+                    blender.finish()
+                    writer.close()
+                    require_valid_pixels(sink.valid, before, after)  # else an all-nodata "result"
+                    if poly_path is not None:
+                        n_polygons = polygonize_mask(
+                            mask_out.finish(), poly_path, prob_out.finish() if prob_out else None,
+                            options.min_area, self._polygon_attributes(pair))
+                        polygons_written = True
+            except BaseException:
+                if polygons_written and poly_path is not None:  # a raster could not be renamed
+                    poly_path.unlink(missing_ok=True)
+                raise
+        seconds = time.perf_counter() - started
+        log.info("Done in %.1f s (%.2f Mpx/s): %d of %d valid pixels changed", seconds,
+                 pair.width * pair.height / 1e6 / max(seconds, 1e-9), sink.changed, sink.valid)
+        return DetectionResult(out_path, prob_path, pair.width, pair.height, sink.changed, sink.valid,
+                               seconds, self.device_description, meta, poly_path, n_polygons, len(tiles))
+
+    @staticmethod
+    def _probability_writer(prob_path: Path | None, poly_path: Path | None, options: DetectionOptions,
+                            grid: dict) -> AtomicRasterWriter | None:
+        if prob_path is None and poly_path is None:
+            return None
+        percent = options.probability_format == "uint8"
+        kind = dict(dtype="uint8", nodata=PERCENT_NODATA, scale=0.01) if percent else \
+            dict(dtype="float32", nodata=PROBABILITY_NODATA)
+        if prob_path is not None:
+            return AtomicRasterWriter(prob_path, cog=options.cog, **kind, **grid)
+        # polygons only: a scratch probability raster for their mean probability, never published
+        scratch = poly_path.with_name(f".{poly_path.stem}.probability.tif")
+        return AtomicRasterWriter(scratch, scratch=True, **kind, **grid)
+
+    @staticmethod
+    def _consume(results: Iterator[PredictedBatch], blender: StripBlender, total: int,
+                 progress: ProgressCallback | None, is_cancelled: CancelCallback | None) -> None:
+        done = 0
+        while True:
+            if is_cancelled and is_cancelled():
+                raise CancelledError("Change detection was cancelled; no output was written.")
+            batch = next(results, None)
+            if batch is None:
+                return
+            for i, t in enumerate(batch.tiles):
+                blender.add(t, batch.probs.get(i), batch.valid[i])
+            done += len(batch.tiles)
+            if progress:
+                progress(100.0 * done / total)
+
+    def _polygon_attributes(self, pair: AlignedPair) -> dict:
+        m = self.metadata
+        return {"method": str(m.get("method") or ""), "delta": float(m.get("delta") or 0.0),
+                "prompts": ", ".join(str(p) for p in (m.get("prompts") or [])),
+                "before": Path(str(pair.before.path)).name, "after": Path(str(pair.after.path)).name}
+
+    def _output_metadata(self, pair: AlignedPair, options: DetectionOptions, tile: int, overlap: int,
+                         origin: tuple[int, int]) -> dict:
         m = self.metadata
         return {
             "SAMCD_METHOD": m.get("method"), "SAMCD_ENCODER": m.get("encoder"),
@@ -155,45 +358,7 @@ class ChangeDetector:
             "SAMCD_THRESHOLD": options.threshold,
             "SAMCD_BEFORE": Path(pair.before.path).name, "SAMCD_AFTER": Path(pair.after.path).name,
             "SAMCD_STATS_BEFORE": repr(pair.stats_before), "SAMCD_STATS_AFTER": repr(pair.stats_after),
+            "SAMCD_TILING": f"lattice tile={tile} overlap={overlap} origin={origin[0]},{origin[1]} "
+                            "blend=raised-cosine",
+            "SAMCD_PROBABILITY_FORMAT": options.probability_format,
         }
-
-    def _batches(self, tiles: list[Tile], size: int) -> Iterator[list[Tile]]:
-        for i in range(0, len(tiles), size):
-            yield tiles[i:i + size]
-
-    def _run_tiles(self, pair: AlignedPair, tiles: list[Tile], options: DetectionOptions,
-                   mask_out: AtomicRasterWriter, prob_out: AtomicRasterWriter | None,
-                   progress: ProgressCallback | None,
-                   is_cancelled: CancelCallback | None) -> tuple[int, int]:
-        changed = valid_total = done = 0
-        for batch in self._batches(tiles, self._batch_size(options)):
-            if is_cancelled and is_cancelled():
-                raise CancelledError("Change detection was cancelled; no output was written.")
-            reads = [pair.read(t.x, t.y, t.size, t.size) for t in batch]
-            work = [i for i, (_, _, valid) in enumerate(reads) if valid.any()]
-            probs = {}
-            if work:
-                before = np.stack([reads[i][0] for i in work])
-                after = np.stack([reads[i][1] for i in work])
-                probs = dict(zip(work, self.predict(before, after)))
-            for i, t in enumerate(batch):
-                valid = reads[i][2]
-                window = (slice(t.core_y0 - t.y, t.core_y1 - t.y), slice(t.core_x0 - t.x, t.core_x1 - t.x))
-                core_valid = valid[window]
-                if i in probs:
-                    prob = probs[i][window]
-                    mask = (prob >= options.threshold).astype(np.uint8)
-                else:
-                    prob = np.zeros(core_valid.shape, np.float32)
-                    mask = np.zeros(core_valid.shape, np.uint8)
-                mask[~core_valid] = MASK_NODATA
-                changed += int((mask == 1).sum())
-                valid_total += int(core_valid.sum())
-                mask_out.write(mask, t.core_x0, t.core_y0)
-                if prob_out:
-                    prob_out.write(np.where(core_valid, prob, PROBABILITY_NODATA).astype(np.float32),
-                                   t.core_x0, t.core_y0)
-            done += len(batch)
-            if progress:
-                progress(100.0 * done / len(tiles))
-        return changed, valid_total

@@ -16,18 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
     QgsProviderRegistry,
     QgsRasterLayer,
 )
@@ -36,7 +39,10 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..dependencies import REQUIRED_PACKAGES, install_hint, missing_dependencies
 from ..paths import default_checkpoint, resource_path
-from .compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
+from ..core.errors import InputError
+from ..core.validation import check_raster_file
+from ..core.writers import PROBABILITY_FORMATS
+from .compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, _scoped
 from .styling import (
     CHANGE_MASK_STYLE,
     PROBABILITY_STYLE,
@@ -48,6 +54,7 @@ __all__ = ["DetectChangesAlgorithm", "parse_band_list"]
 
 DEVICE_OPTIONS = ["auto", "cpu", "cuda"]
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+VECTOR_POLYGON = _scoped("ProcessingSourceType", "VectorPolygon", QgsProcessing, "SourceType", "TypeVectorPolygon")
 
 
 def parse_band_list(text: str | None, parameter: str) -> tuple[int, ...] | None:
@@ -84,6 +91,11 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
     BANDS_AFTER = "BANDS_AFTER"
     OUTPUT = "OUTPUT"
     OUTPUT_PROBABILITY = "OUTPUT_PROBABILITY"
+    PROBABILITY_FORMAT = "PROBABILITY_FORMAT"
+    COG = "COG"
+    OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
+    MIN_AREA = "MIN_AREA"
+    POLYGON_COUNT = "POLYGON_COUNT"
     CHANGED_PIXELS = "CHANGED_PIXELS"
     VALID_PIXELS = "VALID_PIXELS"
     DEVICE_USED = "DEVICE_USED"
@@ -135,8 +147,14 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
             "a raster stored as blue,green,red; empty uses the first three (a single-band "
             "raster is repeated). <b>Tile size</b> 0 uses the checkpoint's input "
             "size; <b>overlap</b> is the number of pixels shared by neighbouring tiles.</p>"
-            "<p>The optional <b>probability</b> output is a float32 GeoTIFF of the change "
-            "probability (0..1).</p>"
+            "<p>The optional <b>probability</b> output is a GeoTIFF of the change probability: "
+            "float32 0..1, or uint8 percent 0..100 (<b>probability format</b>). Overlapping "
+            "tiles are blended smoothly and the mask is that probability thresholded, so the two "
+            "always agree. <b>Cloud Optimized GeoTIFF</b> writes both rasters as COGs.</p>"
+            "<p>The optional <b>change polygons</b> output is a GeoPackage (layer <i>changes</i>) "
+            "with the area (map units²), mean probability, method, δ, prompts and both source "
+            "names of each changed region; regions smaller than the <b>minimum polygon area</b> "
+            "are dropped.</p>"
             "<p>Cancelling stops after the current tile and leaves no output file. "
             "Needs the Python packages torch and ultralytics.</p>"
         )
@@ -204,6 +222,25 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
                 optional=True,
             ),
         ]
+        advanced += [
+            QgsProcessingParameterEnum(
+                self.PROBABILITY_FORMAT,
+                self.tr("Probability format (float32 0..1 or uint8 percent)"),
+                options=list(PROBABILITY_FORMATS),
+                defaultValue=PROBABILITY_FORMATS[0],
+                usesStaticStrings=True,
+            ),
+            QgsProcessingParameterBoolean(
+                self.COG, self.tr("Write Cloud Optimized GeoTIFFs"), defaultValue=False
+            ),
+            QgsProcessingParameterNumber(
+                self.MIN_AREA,
+                self.tr("Minimum change polygon area (map units²)"),
+                type=NUMBER_DOUBLE,
+                defaultValue=0.0,
+                minValue=0.0,
+            ),
+        ]
         for param in advanced:
             param.setFlags(param.flags() | FLAG_ADVANCED)
             self.addParameter(param)
@@ -219,6 +256,16 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
                 createByDefault=False,
             )
         )
+        self.addParameter(
+            QgsProcessingParameterVectorDestination(
+                self.OUTPUT_POLYGONS,
+                self.tr("Change polygons"),
+                type=VECTOR_POLYGON,
+                optional=True,
+                createByDefault=False,
+            )
+        )
+        self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT, self.tr("Change polygons written")))
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PIXELS, self.tr("Changed pixels")))
         self.addOutput(QgsProcessingOutputNumber(self.VALID_PIXELS, self.tr("Valid (not no-data) pixels")))
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
@@ -234,10 +281,19 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
     def checkParameterValues(  # noqa: N802
         self, parameters: dict[str, Any], context: QgsProcessingContext
     ) -> tuple[bool, str]:
-        """Also reject malformed band lists before the run starts (the dialog shows the message)."""
-        ok, message = super().checkParameterValues(parameters, context)
-        if not ok:
-            return ok, message
+        """QGIS' checks, except that before/after files are checked without loading them as QGIS
+        layers (which writes .aux.xml statistics next to the user's files) and with messages
+        that say what is wrong; also reject malformed band lists before the run starts."""
+        files = {name: self._file_path(parameters, name, context) for name in (self.BEFORE, self.AFTER)}
+        for param in self.parameterDefinitions():
+            name, value = param.name(), parameters.get(param.name())
+            if files.get(name) is not None:
+                try:
+                    check_raster_file(files[name])
+                except InputError as exc:
+                    return False, f"{name}: {exc}"
+            elif not param.checkValueIsAcceptable(value, context):
+                return False, self._invalid_value_message(param, value)
         for name in (self.BANDS_BEFORE, self.BANDS_AFTER):
             try:
                 parse_band_list(self.parameterAsString(parameters, name, context), name)
@@ -245,12 +301,41 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
                 return False, str(exc)
         return True, ""
 
+    @staticmethod
+    def _file_path(parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str | None:
+        """The value of raster parameter ``name`` when it is a file path rather than a project
+        layer (id or name) or a layer object; ``None`` otherwise."""
+        value = parameters.get(name)
+        if not isinstance(value, str) or not value.strip():
+            return None
+        project = context.project()
+        if project is not None and (project.mapLayer(value) or project.mapLayersByName(value)):
+            return None
+        path = Path(value)
+        return value if path.exists() or path.is_absolute() or len(path.parts) > 1 else None
+
+    @staticmethod
+    def _invalid_value_message(param: Any, value: Any) -> str:
+        """QGIS' "Incorrect parameter value" plus the accepted range of numbers."""
+        message = f"Incorrect parameter value for {param.description()} ({param.name()}): {value!r}."
+        if isinstance(param, QgsProcessingParameterNumber):
+            low, high = param.minimum(), param.maximum()
+            message += (f" Use a number from {low:g} to {high:g}." if abs(high) < 1e300
+                        else f" Use a number of at least {low:g}.")
+        return message
+
     def _raster_source(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
         """File path (or GDAL dataset string) of raster parameter ``name``.
 
         Raises QgsProcessingException for unreadable layers and non-GDAL providers (WMS, XYZ,
         WCS, PostGIS rasters, ...), which the engine cannot read.
         """
+        path = self._file_path(parameters, name, context)
+        if path is not None:
+            try:
+                return str(check_raster_file(path))
+            except InputError as exc:
+                raise QgsProcessingException(f"{name}: {exc}") from exc
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None or not layer.isValid():
             raise QgsProcessingException(self.invalidRasterError(parameters, name))
@@ -317,6 +402,12 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
         prob_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITY, context) or None
         if prob_path:
             self._geotiff_path(prob_path, self.OUTPUT_PROBABILITY)
+        polygons_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_POLYGONS, context) or None
+        if polygons_path and not polygons_path.lower().endswith(".gpkg"):
+            raise QgsProcessingException(
+                f"{self.OUTPUT_POLYGONS}: change polygons are written as a GeoPackage; choose a file "
+                f"name ending in .gpkg (got '{polygons_path}')."
+            )
 
         options = DetectionOptions(
             threshold=threshold,
@@ -325,6 +416,11 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
             bands_before=bands_before,
             bands_after=bands_after,
             probability_path=prob_path,
+            probability_format=self.parameterAsEnumString(parameters, self.PROBABILITY_FORMAT, context)
+            or PROBABILITY_FORMATS[0],
+            polygons_path=polygons_path,
+            min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            cog=self.parameterAsBoolean(parameters, self.COG, context),
         )
         try:
             detector = ChangeDetector(checkpoint=checkpoint, device=device)
@@ -355,6 +451,10 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
         if result.probability_path is not None:
             results[self.OUTPUT_PROBABILITY] = str(result.probability_path)
             self._style_output(str(result.probability_path), PROBABILITY_STYLE, context, feedback)
+        results[self.POLYGON_COUNT] = int(result.polygon_count)
+        if result.polygons_path is not None:
+            results[self.OUTPUT_POLYGONS] = str(result.polygons_path)
+            feedback.pushInfo(f"{result.polygon_count} change polygons written to {result.polygons_path}.")
 
         share = 100.0 * result.changed_pixels / result.valid_pixels if result.valid_pixels else 0.0
         feedback.pushInfo(

@@ -142,3 +142,38 @@ def test_output_equal_to_input_or_folder(tmp_path: Path):
     ok = check_output_path(Path(os.path.relpath(tmp_path / "out.tif")), inputs=[inp])
     assert ok.is_absolute() and ok == (tmp_path / "out.tif").absolute()
     assert not any(p.name.startswith(".samcd-probe") for p in tmp_path.iterdir())
+
+
+def test_write_rows_in_uneven_bands_equals_one_write_and_drops_finished_blocks(tmp_path: Path):
+    data = np.random.default_rng(0).random((700, 530)).astype(np.float32)
+    out = tmp_path / "rows.tif"
+    with AtomicRasterWriter(out, 530, 700, GT, utm_wkt(), dtype="float32", nodata=-1) as w:
+        y = 0
+        for h in (100, 192, 192, 17, 199):
+            w.write_rows(data[y:y + h], y)
+            y += h
+            assert w._rows_written == y and sum(p.shape[0] for p in w._pending) == (y % 256 if y < 700 else 0)
+        with pytest.raises(ValueError, match="expects row"):
+            w.write_rows(data[:1], 3)
+    ds = gdal.Open(str(out))
+    np.testing.assert_array_equal(ds.ReadAsArray(), data)
+
+
+def test_cog_scale_and_scratch(tmp_path: Path):
+    data = (np.arange(600 * 400).reshape(400, 600) % 101).astype(np.uint8)
+    out = tmp_path / "pct.tif"
+    with AtomicRasterWriter(out, 600, 400, GT, utm_wkt(), nodata=255, scale=0.01, cog=True) as w:
+        w.write(data, 0, 0)
+        finished = w.finish()
+        assert finished == partial_path(out) and finished.exists() and not out.exists()
+    ds = gdal.Open(str(out))
+    assert ds.GetMetadataItem("LAYOUT", "IMAGE_STRUCTURE") == "COG"
+    band = ds.GetRasterBand(1)
+    assert band.GetScale() == pytest.approx(0.01) and band.GetOverviewCount() >= 1
+    np.testing.assert_array_equal(band.ReadAsArray(), data)
+    del band, ds
+    scratch = tmp_path / "scratch.tif"
+    with AtomicRasterWriter(scratch, 60, 40, GT, scratch=True) as w:
+        w.write(data[:40, :60], 0, 0)
+        assert gdal.Open(str(w.finish())).RasterXSize == 60
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pct.tif"]

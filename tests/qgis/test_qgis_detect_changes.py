@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingOutputLayerDefinition,
     QgsProject,
     QgsRasterLayer,
+    QgsVectorLayer,
 )
 
 from samcd_qgis_helpers import ALGORITHM_ID, gdal_array, summarize_raster
@@ -207,4 +208,46 @@ def test_bad_band_list_and_output_format_are_clear_errors(norcia, tiny_checkpoin
         processing.run(ALGORITHM_ID, _params(norcia, tiny_checkpoint, tmp_path / "a.tif", BANDS_BEFORE="red,green"))
     with pytest.raises(QgsProcessingException, match=r"\.tif"):
         processing.run(ALGORITHM_ID, _params(norcia, tiny_checkpoint, tmp_path / "a.png"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_polygons_uint8_probability_and_cog_outputs(norcia, tiny_checkpoint, tmp_path) -> None:
+    out, prob, gpkg = tmp_path / "change.tif", tmp_path / "prob.tif", tmp_path / "changes.gpkg"
+    feedback = RecordingFeedback()
+    results = processing.run(ALGORITHM_ID, _params(
+        norcia, tiny_checkpoint, out, OUTPUT_PROBABILITY=str(prob), OUTPUT_POLYGONS=str(gpkg),
+        PROBABILITY_FORMAT="uint8", COG=True, MIN_AREA=0.0, THRESHOLD=0.3), feedback=feedback)
+    assert Path(_path_of(results["OUTPUT_POLYGONS"])) == gpkg
+    values, _, _ = gdal_array(out)
+    p_values, p_nodata, p_dtype = gdal_array(prob)
+    assert p_dtype == "Byte" and p_nodata == 255 and p_values.max() <= 100
+    ds = gdal.Open(str(out))
+    assert ds.GetMetadataItem("LAYOUT", "IMAGE_STRUCTURE") == "COG"
+    del ds
+    layer = QgsVectorLayer(f"{gpkg}|layername=changes", "changes", "ogr")
+    assert layer.isValid() and layer.featureCount() == results["POLYGON_COUNT"] > 0
+    fields = set(layer.fields().names())
+    total_area = sum(f["area"] for f in layer.getFeatures())
+    del layer
+    assert {"area", "mean_probability", "method", "delta", "prompts", "before", "after"} <= fields
+    pixel_area = abs(summarize_raster(out).geotransform[1] * summarize_raster(out).geotransform[5])
+    assert total_area == pytest.approx((values == 1).sum() * pixel_area, rel=1e-6)
+    assert any("change polygons" in info for info in feedback.infos)
+
+
+def test_polygon_output_is_loaded_as_a_layer(norcia, tiny_checkpoint, tmp_path, qgis_new_project) -> None:
+    gpkg = tmp_path / "loaded.gpkg"
+    processing.runAndLoadResults(ALGORITHM_ID, _params(norcia, tiny_checkpoint, tmp_path / "c.tif",
+                                                       OUTPUT_POLYGONS=str(gpkg), THRESHOLD=0.3))
+    layers = [lyr for lyr in qgis_new_project.mapLayers().values() if str(gpkg) in lyr.source()]
+    vector = [isinstance(lyr, QgsVectorLayer) and lyr.isValid() for lyr in layers]
+    del layers
+    qgis_new_project.clear()
+    assert vector == [True]
+
+
+def test_polygons_must_be_a_geopackage(norcia, tiny_checkpoint, tmp_path) -> None:
+    with pytest.raises(QgsProcessingException, match=r"\.gpkg"):
+        processing.run(ALGORITHM_ID, _params(norcia, tiny_checkpoint, tmp_path / "c.tif",
+                                             OUTPUT_POLYGONS=str(tmp_path / "p.shp")))
     assert list(tmp_path.iterdir()) == []

@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingParameterVectorDestination,
 )
 
 from sam_cd_plugin.dependencies import missing_dependencies
@@ -65,7 +66,8 @@ def test_algorithm_runs_in_a_background_thread(algorithm: QgsProcessingAlgorithm
 def test_parameters(algorithm: QgsProcessingAlgorithm) -> None:
     params = {p.name(): p for p in algorithm.parameterDefinitions()}
     assert list(params) == ["BEFORE", "AFTER", "CHECKPOINT", "THRESHOLD", "DEVICE", "TILE_SIZE", "OVERLAP",
-                            "BANDS_BEFORE", "BANDS_AFTER", "OUTPUT", "OUTPUT_PROBABILITY"]
+                            "BANDS_BEFORE", "BANDS_AFTER", "PROBABILITY_FORMAT", "COG", "MIN_AREA",
+                            "OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS"]
     assert isinstance(params["BEFORE"], QgsProcessingParameterRasterLayer)
     assert isinstance(params["AFTER"], QgsProcessingParameterRasterLayer)
 
@@ -84,7 +86,7 @@ def test_parameters(algorithm: QgsProcessingAlgorithm) -> None:
     assert device.options() == ["auto", "cpu", "cuda"]
     assert device.defaultValue() == "auto"
 
-    for name in ("TILE_SIZE", "OVERLAP", "BANDS_BEFORE", "BANDS_AFTER"):
+    for name in ("TILE_SIZE", "OVERLAP", "BANDS_BEFORE", "BANDS_AFTER", "PROBABILITY_FORMAT", "COG", "MIN_AREA"):
         assert params[name].flags() & FLAG_ADVANCED, name
     for name in ("BEFORE", "AFTER", "CHECKPOINT", "THRESHOLD", "DEVICE", "OUTPUT", "OUTPUT_PROBABILITY"):
         assert not params[name].flags() & FLAG_ADVANCED, name
@@ -98,8 +100,16 @@ def test_parameters(algorithm: QgsProcessingAlgorithm) -> None:
     assert probability.flags() & FLAG_OPTIONAL
     assert not probability.createByDefault()
 
+    polygons = params["OUTPUT_POLYGONS"]
+    assert isinstance(polygons, QgsProcessingParameterVectorDestination)
+    assert polygons.flags() & FLAG_OPTIONAL and not polygons.createByDefault()
+    assert params["PROBABILITY_FORMAT"].options() == ["float32", "uint8"]
+    assert params["PROBABILITY_FORMAT"].defaultValue() == "float32"
+    assert params["COG"].defaultValue() is False and params["MIN_AREA"].defaultValue() == 0.0
+
     outputs = {o.name() for o in algorithm.outputDefinitions()}
-    assert {"OUTPUT", "OUTPUT_PROBABILITY", "CHANGED_PIXELS", "VALID_PIXELS", "DEVICE_USED"} <= outputs
+    assert {"OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS", "POLYGON_COUNT", "CHANGED_PIXELS", "VALID_PIXELS",
+            "DEVICE_USED"} <= outputs
 
 
 def test_styles_are_bundled() -> None:

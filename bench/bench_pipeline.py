@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Engine benchmarks (a script, not a test): throughput ratio, peak memory, megapixels/s.
+
+(a) **ratio**: the whole pipeline (read, warp-free alignment, normalise, model, blend, write)
+    against the bare model forward on the same tiles, same batch size, in one process:
+    ``ratio = model-only time / pipeline time`` (1.0 = the pipeline adds nothing).
+(b) **peak RSS** of a full detection for each ``--sizes`` raster (each run in its own
+    subprocess; its ``ru_maxrss``), on synthetic pairs mirror-tiled from a real LEVIR-CD
+    1024² pair, georeferenced, written as tiled DEFLATE GeoTIFFs.
+(c) **Mpx/s** end to end for each size.
+
+Usage: ``python bench/bench_pipeline.py [--sizes 2000,10000,20000] [--checkpoint PT]
+[--device cpu] [--overlap 64] [--workdir DIR] [--json OUT]``. Results print as a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+os.environ.setdefault("YOLO_CONFIG_DIR", str(REPO / ".ultralytics"))
+
+SAMPLE = REPO.parent / "shared" / "data" / "LEVIR-CD-1024"
+PIXEL = 0.5
+ORIGIN = (500000.0, 5000000.0)
+
+
+def synthetic_pair(size: int, workdir: Path, name: str = "test_102") -> tuple[Path, Path]:
+    """``size``² before/after GeoTIFFs mirror-tiled from a real 1024² pair (cached in workdir)."""
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    out = []
+    for tag in ("A", "B"):
+        path = workdir / f"{name}_{tag}_{size}.tif"
+        out.append(path)
+        if path.exists():
+            continue
+        src = gdal.Open(str(SAMPLE / tag / f"{name}.png"))
+        img = src.ReadAsArray()  # (3, 1024, 1024)
+        del src
+        n = img.shape[1]
+        tmp = path.with_suffix(".partial.tif")
+        ds = gdal.GetDriverByName("GTiff").Create(
+            str(tmp), size, size, 3, gdal.GDT_Byte,
+            options=["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS"])
+        ds.SetGeoTransform((ORIGIN[0], PIXEL, 0.0, ORIGIN[1], 0.0, -PIXEL))
+        srs = gdal.osr.SpatialReference()
+        srs.ImportFromEPSG(32633)
+        ds.SetProjection(srs.ExportToWkt())
+        for ty, y in enumerate(range(0, size, n)):
+            rows = img[:, ::-1] if ty % 2 else img
+            strip = np.concatenate([rows[:, :, ::-1] if tx % 2 else rows
+                                    for tx in range((size + n - 1) // n)], axis=2)[:, :, :size]
+            h = min(n, size - y)
+            for b in range(3):
+                ds.GetRasterBand(b + 1).WriteArray(strip[b, :h], 0, y)
+            ds.FlushCache()
+        del ds
+        os.replace(tmp, path)
+    return out[0], out[1]
+
+
+def child(size: int, args: argparse.Namespace) -> dict:
+    """One full detection in this process; reports its own peak RSS."""
+    from sam_cd_plugin.engine.detector import ChangeDetector, DetectionOptions
+
+    before, after = synthetic_pair(size, Path(args.workdir))
+    detector = ChangeDetector(args.checkpoint, args.device)
+    out = Path(args.workdir) / f"change_{size}.tif"
+    options = DetectionOptions(overlap=args.overlap, batch_size=args.batch_size,
+                               probability_path=Path(args.workdir) / f"prob_{size}.tif")
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = detector.detect(before, after, out, options)
+    return {"size": size, "seconds": result.seconds, "tiles": result.tiles,
+            "mpx_per_s": size * size / 1e6 / result.seconds, "device": result.device,
+            "rss_before_run_mib": base_rss / 1024,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def ratio(args: argparse.Namespace, size: int) -> dict:
+    """Pipeline vs bare forward on the same tiles (all read into memory first)."""
+    import torch
+
+    from sam_cd_plugin.core.alignment import AlignedPair
+    from sam_cd_plugin.core.tiling import grid_origin, lattice_tiles
+    from sam_cd_plugin.engine.detector import ChangeDetector, DetectionOptions, batches_of
+    from sam_cd_plugin.engine.tile_reader import read_batch
+
+    before, after = synthetic_pair(size, Path(args.workdir))
+    detector = ChangeDetector(args.checkpoint, args.device)
+    tile = detector.input_size
+    overlap = min(args.overlap, tile // 2)
+    batch = detector.batch_size(tile, args.batch_size)
+    with AlignedPair(before, after) as pair:
+        tiles = lattice_tiles(pair.width, pair.height, tile, overlap, grid_origin(pair.geotransform))
+        batches = [read_batch(pair, b) for b in batches_of(tiles, batch)]
+
+    def model_only() -> float:
+        if detector.device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for b in batches:
+            detector.predict(b.before, b.after)
+        if detector.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    detector.predict(batches[0].before, batches[0].after)  # warm-up
+    out = Path(args.workdir) / "ratio_change.tif"
+    opts = DetectionOptions(overlap=overlap, batch_size=batch, probability_path=(
+        Path(args.workdir) / "ratio_prob.tif" if args.ratio_probability else None))
+    # interleaved (model, pipeline, model, ...): slow drifts of a shared machine hit both
+    models, pipelines = [model_only()], []
+    for _ in range(args.repeats):
+        pipelines.append(detector.detect(before, after, out, opts).seconds)
+        models.append(model_only())
+    model, pipeline = float(np.median(models)), float(np.median(pipelines))
+    return {"size": size, "tiles": len(tiles), "batch": batch, "model_s": model,
+            "model_runs_s": models, "pipeline_runs_s": pipelines, "pipeline_s": pipeline,
+            "ratio": model / pipeline,
+            "with_probability": bool(args.ratio_probability),
+            "device": detector.device_description}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="2000,10000,20000", help="comma-separated raster sizes (px)")
+    p.add_argument("--ratio-size", type=int, default=2048)
+    p.add_argument("--checkpoint", default=str(REPO / "resources" / "checkpoints" / "sam_cem_cd_fastsam-s.pt"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overlap", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="torch CPU threads, the same in every part (default: all CPUs)")
+    p.add_argument("--workdir", default="/tmp/samcd_bench")
+    p.add_argument("--skip-ratio", action="store_true")
+    p.add_argument("--repeats", type=int, default=2, help="pipeline runs in the ratio (medians)")
+    p.add_argument("--ratio-probability", action="store_true",
+                   help="the ratio's pipeline also writes the float32 probability raster")
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    torch.set_num_threads(args.threads)  # ultralytics exports OMP_NUM_THREADS=1 to children
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    if args.child is not None:
+        print("RESULT " + json.dumps(child(args.child, args)), flush=True)
+        return 0
+
+    results: dict = {"machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+                                f"{os.cpu_count()} CPUs, {platform.python_version()}", "sizes": [], "threads": args.threads}
+    if not args.skip_ratio:
+        results["ratio"] = r = ratio(args, args.ratio_size)
+        what = "mask + probability" if r["with_probability"] else "mask"
+        print(f"ratio ({what}) on {r['size']}² ({r['tiles']} tiles, batch {r['batch']}, {r['device']}): model "
+              f"{r['model_s']:.1f} s, pipeline {r['pipeline_s']:.1f} s -> {r['ratio']:.2f}", flush=True)
+    for size in [int(s) for s in args.sizes.split(",") if s]:
+        synthetic_pair(size, Path(args.workdir))  # build outside the measured child
+        cmd = [sys.executable, __file__, "--child", str(size), "--checkpoint", args.checkpoint,
+               "--device", args.device, "--overlap", str(args.overlap), "--workdir", args.workdir,
+               "--threads", str(args.threads)]
+        if args.batch_size:
+            cmd += ["--batch-size", str(args.batch_size)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode or line is None:
+            print(proc.stdout[-2000:], proc.stderr[-4000:], file=sys.stderr)
+            return 1
+        row = json.loads(line[len("RESULT "):])
+        results["sizes"].append(row)
+        print(f"{size}²: {row['seconds']:.1f} s, {row['tiles']} tiles, {row['mpx_per_s']:.2f} Mpx/s, "
+              f"peak RSS {row['peak_rss_mib']:.0f} MiB ({row['device']})", flush=True)
+    print("\n| raster | tiles | time (s) | Mpx/s | peak RSS (MiB) |\n|---|---|---|---|---|")
+    for row in results["sizes"]:
+        print(f"| {row['size']}² | {row['tiles']} | {row['seconds']:.1f} | {row['mpx_per_s']:.2f} | "
+              f"{row['peak_rss_mib']:.0f} |")
+    if len(results["sizes"]) > 1:
+        first, last = min(results["sizes"], key=lambda r: r["size"]), max(results["sizes"], key=lambda r: r["size"])
+        print(f"\npeak RSS {last['size']}² / {first['size']}²: {last['peak_rss_mib'] / first['peak_rss_mib']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
