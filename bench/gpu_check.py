@@ -49,6 +49,23 @@ def _tiles(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return before, after
 
 
+def _take_device_memory(spare_mib: int) -> list[torch.Tensor]:
+    """Blocks holding all free device memory but about ``spare_mib`` MiB."""
+    torch.cuda.empty_cache()
+    blocks: list[torch.Tensor] = []
+    for mib in (1024, 64, 16, 2):
+        while True:
+            try:
+                blocks.append(torch.empty(mib * 1024 ** 2, dtype=torch.uint8, device="cuda"))
+            except torch.OutOfMemoryError:
+                break
+    freed = 0
+    while blocks and freed < spare_mib * 1024 ** 2:
+        freed += blocks.pop().numel()
+    torch.cuda.empty_cache()
+    return blocks
+
+
 def _timed(fn, repeats: int = 5) -> float:
     fn()
     torch.cuda.synchronize()
@@ -116,10 +133,8 @@ def main() -> int:
 
     # 3. real out-of-memory: take nearly all free memory (leaving `spare`), run a big batch
     expected = OomBackoff(4, lambda: None).run(det.predict, before, after)
-    for spare_mib in (96, 2):
-        torch.cuda.empty_cache()
-        free, _ = torch.cuda.mem_get_info()
-        hog = torch.empty(int(free - spare_mib * 1024 ** 2), dtype=torch.uint8, device="cuda")
+    for spare_mib in (96, 0):
+        hog = _take_device_memory(spare_mib)
         backoff = OomBackoff(16, det.fall_back_to_cpu)
         try:
             got = backoff.run(det.predict, before, after)

@@ -17,10 +17,18 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real bi-temporal samples); tests needing it skip when it is absent."""
+    """``../shared/data`` (real bi-temporal samples); tests needing it skip when it is absent.
+
+    The samples are read-only for the tests: a session that leaves new ``.aux.xml`` files (GDAL
+    statistics, written when QGIS loads a raster as a layer) there fails; copy a sample to
+    ``tmp_path`` before loading it as a layer.
+    """
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real samples not found at {SHARED_DATA}")
-    return SHARED_DATA
+    before = set(SHARED_DATA.rglob("*.aux.xml"))
+    yield SHARED_DATA
+    new = sorted(set(SHARED_DATA.rglob("*.aux.xml")) - before)
+    assert not new, f"tests wrote GDAL statistics next to the shared samples: {new}"
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,10 @@ def add_parser(sub) -> None:
     d.add_argument("--batch-size", type=int, default=None, help="default: from free device memory")
     d.add_argument("--dask", metavar="SCHEDULER", default=None,
                    help="map the tiles over a Dask distributed cluster (e.g. tcp://host:8786)")
+    d.add_argument("--prompts", default=None,
+                   help="SAM-CD only: category prompts, comma-separated (default: the checkpoint's)")
+    d.add_argument("--clip-weights", type=Path, default=None,
+                   help="CLIP weights file, needed by SAM-CD checkpoints that use prompts")
     d.add_argument("--quicklook", type=Path, default=None, help="also write a PNG before|after|change")
     d.set_defaults(func=run)
 
@@ -39,7 +43,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.detector import ChangeDetector, DetectionOptions
 
-    detector = ChangeDetector(args.checkpoint, args.device)
+    prompts = None if args.prompts is None else [p for p in args.prompts.split(",")]
+    detector = ChangeDetector(args.checkpoint, args.device, args.clip_weights, prompts)
     options = DetectionOptions(threshold=args.threshold, tile_size=args.tile_size,
                                overlap=args.overlap, bands_before=args.bands_before,
                                bands_after=args.bands_after, probability_path=args.probability,

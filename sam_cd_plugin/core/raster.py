@@ -21,6 +21,7 @@ import numpy as np
 from osgeo import gdal, gdal_array
 
 from .errors import InputError
+from .validation import explain_unopenable
 
 gdal.UseExceptions()
 
@@ -87,14 +88,11 @@ def open_raster(path: Path | str) -> gdal.Dataset:
     text = str(path)
     # /vsi paths (in-memory, zip, curl) do not exist on the local file system.
     if not text.startswith("/vsi") and not p.exists():
-        raise InputError(f"Raster file not found: {p}. Check the path and that the file exists.")
+        raise InputError(explain_unopenable(p))
     try:
         ds = gdal.OpenEx(text, gdal.OF_RASTER | gdal.OF_READONLY)
     except RuntimeError as exc:
-        raise InputError(
-            f"Cannot open {p} as a raster ({exc}). Use an image GDAL can read "
-            "(GeoTIFF, PNG, JPEG, ...) and check that the file is not damaged."
-        ) from exc
+        raise InputError(explain_unopenable(text, str(exc))) from exc
     if ds is None:  # pragma: no cover - only without exceptions enabled
         raise InputError(f"Cannot open {p} as a raster. Use an image GDAL can read.")
     if ds.RasterCount < 1:

@@ -127,7 +127,8 @@ def find_pairs(root: Path | str, include: Sequence[str] = (),
         names = None
     else:
         dirs = _triplet(root)
-        assert dirs is not None
+        if dirs is None:  # dataset_layout() said flat/list, which means the triplet exists
+            raise InputError(f"{root} has no A/, B/ and label/ folders.")
         names = None
         if layout == "list" and split is not None:
             listing = root / "list" / f"{split}.txt"

@@ -154,17 +154,28 @@ def batches_of(tiles: Sequence[Tile], size: int) -> list[list[Tile]]:
 
 
 class ChangeDetector:
-    """A loaded change model bound to a device. ``checkpoint=None`` uses the bundled one."""
+    """A loaded change model bound to a device. ``checkpoint=None`` uses the bundled one.
 
-    def __init__(self, checkpoint: Path | str | None = None, device: str = "auto") -> None:
+    SAM-CD checkpoints trained with category prompts need ``clip_weights`` (the CLIP file; a
+    WeightsError names it otherwise). ``prompts`` replaces the checkpoint's prompts for this run
+    (``[]``: no semantic prior); it is ignored with a warning by methods that use no prompts, and
+    refused for a SAM-CD checkpoint trained without prompts (it holds no mask generator).
+    """
+
+    def __init__(self, checkpoint: Path | str | None = None, device: str = "auto",
+                 clip_weights: Path | str | None = None,
+                 prompts: Sequence[str] | None = None) -> None:
         if checkpoint is None or str(checkpoint) == "":
             from ..paths import default_checkpoint
 
             checkpoint = default_checkpoint()
         self.checkpoint = Path(checkpoint)
         self.device_choice = device
+        self.clip_weights = Path(clip_weights) if clip_weights else None
         state, self.metadata = load_checkpoint(self.checkpoint)
-        model = build_model(self.metadata)
+        if prompts is not None:
+            self.metadata["prompts"] = self._checked_prompts(prompts)
+        model = build_model(self.metadata, clip_weights=self.clip_weights)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -180,6 +191,21 @@ class ChangeDetector:
         self._auto_batch: dict[int, int] = {}
         log.info("Loaded %s (%s, %s) on %s", self.checkpoint.name, self.metadata["method"],
                  self.metadata["encoder"], self.device_description)
+
+    def _checked_prompts(self, prompts: Sequence[str]) -> list[str]:
+        wanted = [str(p).strip() for p in prompts if str(p).strip()]
+        stored = list(self.metadata.get("prompts") or [])
+        if self.metadata.get("method") != "sam-cd":
+            if wanted:
+                log.warning("Category prompts %s ignored: %s finds changes of any kind", wanted,
+                            self.metadata.get("method"))
+            return stored
+        if wanted and not stored:
+            raise InputError(
+                f"{self.checkpoint.name} is a SAM-CD model trained without category prompts, so it "
+                "cannot use prompts now; leave the prompts empty or pick a checkpoint trained with "
+                "prompts (train --method sam-cd --prompts ...).")
+        return wanted
 
     @property
     def device_description(self) -> str:
@@ -222,7 +248,9 @@ class ChangeDetector:
     def fall_back_to_cpu(self) -> None:
         """Move the model to the CPU (after CUDA ran out of memory at batch size 1)."""
         self.device = torch.device("cpu")
-        self.model = self.model.to(self.device, memory_format=torch.contiguous_format)
+        # Copy to the CPU first: converting the memory format on a full GPU needs GPU memory.
+        self.model = self.model.to(self.device).to(memory_format=torch.contiguous_format)
+        torch.cuda.empty_cache()
         log.warning("Now running on %s", self.device_description)
 
     def predict_batch(self, batch: TileBatch, backoff: OomBackoff) -> PredictedBatch:
@@ -355,6 +383,7 @@ class ChangeDetector:
         return {
             "SAMCD_METHOD": m.get("method"), "SAMCD_ENCODER": m.get("encoder"),
             "SAMCD_DELTA": m.get("delta"), "SAMCD_CHECKPOINT": self.checkpoint.name,
+            "SAMCD_PROMPTS": ", ".join(str(p) for p in (m.get("prompts") or [])),
             "SAMCD_THRESHOLD": options.threshold,
             "SAMCD_BEFORE": Path(pair.before.path).name, "SAMCD_AFTER": Path(pair.after.path).name,
             "SAMCD_STATS_BEFORE": repr(pair.stats_before), "SAMCD_STATS_AFTER": repr(pair.stats_after),

@@ -51,6 +51,8 @@ class WindowJob:
     checkpoint: str
     device: str
     batch_size: int
+    clip_weights: str | None = None
+    prompts: tuple[str, ...] | None = None
 
 
 _WORKER_CACHE: dict[WindowJob, tuple["ChangeDetector", AlignedPair, OomBackoff]] = {}
@@ -63,7 +65,7 @@ def _worker_state(job: WindowJob) -> tuple["ChangeDetector", AlignedPair, OomBac
         for old in _WORKER_CACHE.values():  # one job at a time per worker
             old[1].close()
         _WORKER_CACHE.clear()
-        detector = ChangeDetector(job.checkpoint, job.device)
+        detector = ChangeDetector(job.checkpoint, job.device, job.clip_weights, job.prompts)
         pair = AlignedPair(job.before, job.after, job.bands_before, job.bands_after)
         _WORKER_CACHE[job] = (detector, pair, OomBackoff(job.batch_size, detector.fall_back_to_cpu))
     return _WORKER_CACHE[job]
@@ -104,7 +106,9 @@ def dask_results(scheduler: str, detector: "ChangeDetector", pair: AlignedPair,
         before=_shared_path(pair.before.path), after=_shared_path(pair.after.path),
         bands_before=tuple(pair.bands_before), bands_after=tuple(pair.bands_after),
         checkpoint=str(detector.checkpoint.resolve()), device=str(detector.device_choice),
-        batch_size=len(batches[0]) if batches else 1)
+        batch_size=len(batches[0]) if batches else 1,
+        clip_weights=_shared_path(detector.clip_weights) if detector.clip_weights else None,
+        prompts=tuple(detector.metadata.get("prompts") or ()))
     threads = max(1, sum(client.nthreads().values()))
     limit = IN_FLIGHT_PER_THREAD * threads
     log.info("Mapping %d batches over the Dask cluster at %s (%d worker threads)", len(batches),

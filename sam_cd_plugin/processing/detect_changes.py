@@ -95,6 +95,8 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
     COG = "COG"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
     MIN_AREA = "MIN_AREA"
+    PROMPTS = "PROMPTS"
+    CLIP_WEIGHTS = "CLIP_WEIGHTS"
     POLYGON_COUNT = "POLYGON_COUNT"
     CHANGED_PIXELS = "CHANGED_PIXELS"
     VALID_PIXELS = "VALID_PIXELS"
@@ -155,6 +157,9 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
             "with the area (map units²), mean probability, method, δ, prompts and both source "
             "names of each changed region; regions smaller than the <b>minimum polygon area</b> "
             "are dropped.</p>"
+            "<p><b>Category prompts</b> (e.g. <i>building, road</i>) steer SAM-CD checkpoints to "
+            "those categories; they need the CLIP weights file. Other methods find changes of any "
+            "kind and ignore prompts.</p>"
             "<p>Cancelling stops after the current tile and leaves no output file. "
             "Needs the Python packages torch and ultralytics.</p>"
         )
@@ -193,6 +198,14 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
                 usesStaticStrings=True,
             )
         )
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.PROMPTS,
+                self.tr("Category prompts, comma-separated (SAM-CD only; empty: the checkpoint's)"),
+                defaultValue="",
+                optional=True,
+            )
+        )
 
         advanced = [
             QgsProcessingParameterNumber(
@@ -223,6 +236,13 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
             ),
         ]
         advanced += [
+            QgsProcessingParameterFile(
+                self.CLIP_WEIGHTS,
+                self.tr("CLIP weights file (SAM-CD with prompts, e.g. ViT-B-32.pt)"),
+                behavior=FILE_BEHAVIOR_FILE,
+                optional=True,
+                fileFilter=self.tr("CLIP weights (*.pt *.bin *.safetensors);;All files (*.*)"),
+            ),
             QgsProcessingParameterEnum(
                 self.PROBABILITY_FORMAT,
                 self.tr("Probability format (float32 0..1 or uint8 percent)"),
@@ -409,6 +429,10 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
                 f"name ending in .gpkg (got '{polygons_path}')."
             )
 
+        prompt_text = self.parameterAsString(parameters, self.PROMPTS, context).strip()
+        prompts = [p.strip() for p in prompt_text.split(",") if p.strip()] if prompt_text else None
+        clip_weights = self.parameterAsFile(parameters, self.CLIP_WEIGHTS, context) or None
+
         options = DetectionOptions(
             threshold=threshold,
             tile_size=tile_size,
@@ -423,7 +447,10 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
             cog=self.parameterAsBoolean(parameters, self.COG, context),
         )
         try:
-            detector = ChangeDetector(checkpoint=checkpoint, device=device)
+            detector = ChangeDetector(checkpoint=checkpoint, device=device,
+                                      clip_weights=clip_weights, prompts=prompts)
+            if detector.metadata.get("method") == "sam-cd":
+                feedback.pushInfo(f"Semantic prior: {detector.model.prior_description()}")
             feedback.pushInfo(f"Device: {detector.device_description}")
             if device == "cuda" and not detector.device_description.upper().startswith("CUDA"):
                 feedback.pushWarning("CUDA was requested but is not available; running on the CPU.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,14 +46,27 @@ class SamplePair:
     label: Path
 
 
+def copy_site(shared_data: Path, site: str, dest: Path) -> SamplePair:
+    """Copies of a ``geotiff/<site>`` sample: QGIS writes .aux.xml next to rasters it loads, and
+    the shared samples must stay untouched."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("before.tif", "after.tif", "label.tif"):
+        src = shared_data / "geotiff" / site / name
+        assert src.is_file(), src
+        shutil.copyfile(src, dest / name)
+    return SamplePair(dest / "before.tif", dest / "after.tif", dest / "label.tif")
+
+
 @pytest.fixture(scope="session")
-def norcia(shared_data: Path) -> SamplePair:
+def norcia(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> SamplePair:
     """OSCD Norcia: georeferenced Sentinel-2 GeoTIFFs (EPSG:4326, 385x241, 4 bands uint16)."""
-    folder = shared_data / "geotiff" / "oscd_norcia"
-    pair = SamplePair(folder / "before.tif", folder / "after.tif", folder / "label.tif")
-    for path in (pair.before, pair.after):
-        assert path.is_file(), path
-    return pair
+    return copy_site(shared_data, "oscd_norcia", tmp_path_factory.mktemp("oscd_norcia"))
+
+
+@pytest.fixture(scope="session")
+def rio(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> SamplePair:
+    """OSCD Rio: georeferenced Sentinel-2 GeoTIFFs, a second site for batch runs."""
+    return copy_site(shared_data, "oscd_rio", tmp_path_factory.mktemp("oscd_rio"))
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -340,7 +341,9 @@ def test_a_failed_run_is_explained_in_the_message_bar(make_dock, project, norcia
     """A georeferenced before raster and a plain PNG after it cannot be aligned: say so, add nothing."""
     checkpoint_with_meta(tiny_checkpoint, clean_samcd_settings / "tiny.pt")
     add_raster(project, norcia.before, "georeferenced")
-    add_raster(project, shared_data / "LEVIR-CD" / "B" / "train_36_0512_0512.png", "no crs")
+    png = tmp_path / "no_crs.png"  # a copy: QGIS writes .aux.xml next to the rasters it loads
+    shutil.copyfile(shared_data / "LEVIR-CD" / "B" / "train_36_0512_0512.png", png)
+    add_raster(project, png, "no crs")
     layers_before = set(project.mapLayers())
     dock = make_dock()
     click_row(dock, "tiny.pt")

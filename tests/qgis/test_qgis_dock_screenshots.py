@@ -7,6 +7,7 @@ Rendered offscreen into a temporary folder; with ``SAMCD_SCREENSHOTS=1`` they ar
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,10 @@ def render(layers: list, size: int) -> QImage:
 
 
 def test_result_map_screenshot(shared_data: Path, screenshot_dir: Path, tmp_path: Path) -> None:
-    levir = shared_data / "LEVIR-CD"
+    levir = tmp_path / "levir"  # copies: QGIS writes .aux.xml next to the rasters it loads
+    for date in ("A", "B"):
+        (levir / date).mkdir(parents=True)
+        shutil.copyfile(shared_data / "LEVIR-CD" / date / TILE, levir / date / TILE)
     change = tmp_path / "change.tif"
     processing.run("sam_cd:detectchanges", {"BEFORE": str(levir / "A" / TILE), "AFTER": str(levir / "B" / TILE),
                                             "DEVICE": "cpu", "OUTPUT": str(change)})

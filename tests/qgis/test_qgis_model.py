@@ -43,12 +43,11 @@ def test_model_chains_detect_polygonize_and_a_native_algorithm(norcia, tiny_chec
     assert area == pytest.approx(changed * abs(gt[1] * gt[5]), rel=1e-6)  # exactly the changed pixels
 
 
-def test_batch_rows_as_the_batch_panel_gives_them(norcia, shared_data: Path, tiny_checkpoint) -> None:
+def test_batch_rows_as_the_batch_panel_gives_them(norcia, rio, tiny_checkpoint) -> None:
     """Two rows, file paths as layer sources and TEMPORARY_OUTPUT, each run as a background task."""
-    rio = shared_data / "geotiff" / "oscd_rio"
     rows = [
         {"BEFORE": str(norcia.before), "AFTER": str(norcia.after)},
-        {"BEFORE": str(rio / "before.tif"), "AFTER": str(rio / "after.tif")},
+        {"BEFORE": str(rio.before), "AFTER": str(rio.after)},
     ]
     outputs = []
     for row in rows:

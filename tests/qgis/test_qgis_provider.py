@@ -65,8 +65,8 @@ def test_algorithm_runs_in_a_background_thread(algorithm: QgsProcessingAlgorithm
 
 def test_parameters(algorithm: QgsProcessingAlgorithm) -> None:
     params = {p.name(): p for p in algorithm.parameterDefinitions()}
-    assert list(params) == ["BEFORE", "AFTER", "CHECKPOINT", "THRESHOLD", "DEVICE", "TILE_SIZE", "OVERLAP",
-                            "BANDS_BEFORE", "BANDS_AFTER", "PROBABILITY_FORMAT", "COG", "MIN_AREA",
+    assert list(params) == ["BEFORE", "AFTER", "CHECKPOINT", "THRESHOLD", "DEVICE", "PROMPTS", "TILE_SIZE",
+                            "OVERLAP", "BANDS_BEFORE", "BANDS_AFTER", "CLIP_WEIGHTS", "PROBABILITY_FORMAT", "COG", "MIN_AREA",
                             "OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS"]
     assert isinstance(params["BEFORE"], QgsProcessingParameterRasterLayer)
     assert isinstance(params["AFTER"], QgsProcessingParameterRasterLayer)
@@ -86,7 +86,8 @@ def test_parameters(algorithm: QgsProcessingAlgorithm) -> None:
     assert device.options() == ["auto", "cpu", "cuda"]
     assert device.defaultValue() == "auto"
 
-    for name in ("TILE_SIZE", "OVERLAP", "BANDS_BEFORE", "BANDS_AFTER", "PROBABILITY_FORMAT", "COG", "MIN_AREA"):
+    for name in ("TILE_SIZE", "OVERLAP", "BANDS_BEFORE", "BANDS_AFTER", "CLIP_WEIGHTS", "PROBABILITY_FORMAT",
+                 "COG", "MIN_AREA"):
         assert params[name].flags() & FLAG_ADVANCED, name
     for name in ("BEFORE", "AFTER", "CHECKPOINT", "THRESHOLD", "DEVICE", "OUTPUT", "OUTPUT_PROBABILITY"):
         assert not params[name].flags() & FLAG_ADVANCED, name
