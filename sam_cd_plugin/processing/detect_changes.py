@@ -17,7 +17,6 @@ from typing import Any
 
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -34,11 +33,10 @@ from qgis.core import (
     QgsProviderRegistry,
     QgsRasterLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtGui import QIcon
 
+from .algorithm_base import SamCdAlgorithm
 from ..dependencies import REQUIRED_PACKAGES, install_hint, missing_dependencies
-from ..paths import default_checkpoint, resource_path
+from ..paths import default_checkpoint
 from ..core.errors import InputError
 from ..core.validation import check_raster_file
 from ..core.writers import PROBABILITY_FORMATS
@@ -77,7 +75,7 @@ def parse_band_list(text: str | None, parameter: str) -> tuple[int, ...] | None:
     return bands
 
 
-class DetectChangesAlgorithm(QgsProcessingAlgorithm):
+class DetectChangesAlgorithm(SamCdAlgorithm):
     """Detect changes between a before and an after raster with a SAM-CD checkpoint."""
 
     BEFORE = "BEFORE"
@@ -103,35 +101,11 @@ class DetectChangesAlgorithm(QgsProcessingAlgorithm):
     DEVICE_USED = "DEVICE_USED"
 
     # -- identity -------------------------------------------------------------------------
-    def tr(self, text: str) -> str:
-        return QCoreApplication.translate("DetectChangesAlgorithm", text)
-
-    def createInstance(self) -> DetectChangesAlgorithm:  # noqa: N802
-        return DetectChangesAlgorithm()
-
-    def name(self) -> str:
-        return "detectchanges"
-
-    def displayName(self) -> str:  # noqa: N802
-        return self.tr("Detect changes")
-
-    def group(self) -> str:
-        return self.tr("Change detection")
-
-    def groupId(self) -> str:  # noqa: N802
-        return "changedetection"
-
-    def tags(self) -> list[str]:
-        return self.tr(
-            "change,detection,change detection,before,after,bitemporal,sam,fastsam,segment anything,"
-            "deep learning,ai,torch"
-        ).split(",")
-
-    def icon(self) -> QIcon:
-        return QIcon(str(resource_path("icon.png")))
-
-    def helpUrl(self) -> str:  # noqa: N802
-        return "https://github.com/sam-cd/sam-cd#readme"
+    NAME = "detectchanges"
+    DISPLAY_NAME = "Detect changes"
+    GROUP = "Change detection"
+    GROUP_ID = "changedetection"
+    TAGS = "change,detection,change detection,before,after,bitemporal,sam,fastsam,segment anything,deep learning,ai,torch"
 
     def shortHelpString(self) -> str:  # noqa: N802
         return self.tr(

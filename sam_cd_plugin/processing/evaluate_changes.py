@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 from osgeo import gdal
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -25,14 +24,12 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterLayer,
 )
-from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtGui import QIcon
 
+from .algorithm_base import SamCdAlgorithm
 from ..core.alignment import same_grid
 from ..core.errors import CancelledError, InputError
 from ..core.metrics import ConfusionMatrix
 from ..core.raster import info_from_dataset, open_raster
-from ..paths import resource_path
 
 __all__ = ["METRICS", "EvaluateChangesAlgorithm", "compare_rasters"]
 
@@ -158,7 +155,7 @@ def html_report(matrix: ConfusionMatrix, change: str, reference: str) -> str:
     )
 
 
-class EvaluateChangesAlgorithm(QgsProcessingAlgorithm):
+class EvaluateChangesAlgorithm(SamCdAlgorithm):
     """Score a change raster against a reference raster."""
 
     CHANGE = "CHANGE"
@@ -167,29 +164,11 @@ class EvaluateChangesAlgorithm(QgsProcessingAlgorithm):
     REFERENCE_BAND = "REFERENCE_BAND"
     OUTPUT_HTML_FILE = "OUTPUT_HTML_FILE"
 
-    def tr(self, text: str) -> str:
-        return QCoreApplication.translate("EvaluateChangesAlgorithm", text)
-
-    def createInstance(self) -> EvaluateChangesAlgorithm:  # noqa: N802
-        return EvaluateChangesAlgorithm()
-
-    def name(self) -> str:
-        return "evaluate"
-
-    def displayName(self) -> str:  # noqa: N802
-        return self.tr("Evaluate a change map")
-
-    def group(self) -> str:
-        return self.tr("Change detection")
-
-    def groupId(self) -> str:  # noqa: N802
-        return "changedetection"
-
-    def tags(self) -> list[str]:
-        return self.tr("accuracy,evaluation,f1,iou,kappa,precision,recall,reference,ground truth,change").split(",")
-
-    def icon(self) -> QIcon:
-        return QIcon(str(resource_path("icon.png")))
+    NAME = "evaluate"
+    DISPLAY_NAME = "Evaluate a change map"
+    GROUP = "Change detection"
+    GROUP_ID = "changedetection"
+    TAGS = "accuracy,evaluation,f1,iou,kappa,precision,recall,reference,ground truth,change"
 
     def shortHelpString(self) -> str:  # noqa: N802
         return self.tr(

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -22,11 +21,9 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
-from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtGui import QIcon
 
+from .algorithm_base import SamCdAlgorithm
 from ..dependencies import REQUIRED_PACKAGES, install_hint, missing_dependencies
-from ..paths import resource_path
 from .compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
 from .options import default_device
 
@@ -45,7 +42,7 @@ except AttributeError:  # QGIS < 3.36
     FILE_BEHAVIOR_FOLDER = QgsProcessingParameterFile.Behavior.Folder
 
 
-class TrainModelAlgorithm(QgsProcessingAlgorithm):
+class TrainModelAlgorithm(SamCdAlgorithm):
     """Train a change-detection checkpoint on a LEVIR-CD-layout dataset."""
 
     DATA = "DATA"
@@ -63,29 +60,11 @@ class TrainModelAlgorithm(QgsProcessingAlgorithm):
     OUTPUT = "OUTPUT"
     DEVICE_USED = "DEVICE_USED"
 
-    def tr(self, text: str) -> str:
-        return QCoreApplication.translate("TrainModelAlgorithm", text)
-
-    def createInstance(self) -> TrainModelAlgorithm:  # noqa: N802
-        return TrainModelAlgorithm()
-
-    def name(self) -> str:
-        return "train"
-
-    def displayName(self) -> str:  # noqa: N802
-        return self.tr("Train a change-detection model")
-
-    def group(self) -> str:
-        return self.tr("Training")
-
-    def groupId(self) -> str:  # noqa: N802
-        return "training"
-
-    def tags(self) -> list[str]:
-        return self.tr("train,training,checkpoint,delta,cem,fastsam,sam2,mobilesam,gpu,dataset,levir").split(",")
-
-    def icon(self) -> QIcon:
-        return QIcon(str(resource_path("icon.png")))
+    NAME = "train"
+    DISPLAY_NAME = "Train a change-detection model"
+    GROUP = "Training"
+    GROUP_ID = "training"
+    TAGS = "train,training,checkpoint,delta,cem,fastsam,sam2,mobilesam,gpu,dataset,levir"
 
     def shortHelpString(self) -> str:  # noqa: N802
         return self.tr(
