@@ -34,6 +34,8 @@ LOGGER = logging.getLogger(__name__)
 #: (the tag ultralytics 8.4 itself downloads from).
 ULTRALYTICS_ASSETS = "https://github.com/ultralytics/assets/releases/download/v8.4.0/"
 ALLOWED_SCHEMES = ("https", "file")
+#: Larger than any official weights file (SAM2-B+ ≈ 320 MB, CLIP ViT-B-32 ≈ 350 MB).
+MAX_DOWNLOAD_BYTES = 1024 ** 3
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class WeightsDownload(QObject):
         self._file = None
         self._hash = hashlib.sha256()
         self._cancelled = False
+        self._received = 0
+        self._problem: str | None = None  # a write error or oversize file stops the download
 
     @property
     def running(self) -> bool:
@@ -126,6 +130,8 @@ class WeightsDownload(QObject):
             return False
         self._hash = hashlib.sha256()
         self._cancelled = False
+        self._received = 0
+        self._problem = None
         request = QNetworkRequest(url)
         request.setAttribute(
             QNetworkRequest.Attribute.RedirectPolicyAttribute,
@@ -151,9 +157,26 @@ class WeightsDownload(QObject):
     def _read(self) -> None:
         if self._reply is None or self._file is None:
             return
-        chunk = bytes(self._reply.readAll())
-        self._hash.update(chunk)
-        self._file.write(chunk)
+        self._store(bytes(self._reply.readAll()))
+
+    def _store(self, chunk: bytes) -> None:
+        """Hash and write ``chunk``; abort on a write error or a file larger than any official one."""
+        if self._problem is not None or self._file is None or not chunk:
+            return
+        self._received += len(chunk)
+        if self._received > MAX_DOWNLOAD_BYTES:
+            self._problem = (f"{self.item.filename} is larger than {MAX_DOWNLOAD_BYTES // 2 ** 20} MiB, more "
+                             "than any official weights file; the download was stopped and deleted.")
+        else:
+            try:
+                self._hash.update(chunk)
+                self._file.write(chunk)
+                return
+            except OSError as exc:
+                self._problem = (f"Could not save {self.item.filename} in {self.folder} ({exc}). Check free "
+                                 "disk space and write permission.")
+        if self._reply is not None:
+            self._reply.abort()
 
     def _finish(self) -> None:
         reply, self._reply = self._reply, None
@@ -167,7 +190,9 @@ class WeightsDownload(QObject):
         message = reply.errorString()
         status = reply.attribute(QNetworkRequest.Attribute.HttpStatusCodeAttribute)
         reply.deleteLater()
-        if self._cancelled:
+        if self._problem is not None:
+            self._fail(f"{self._problem} {manual_hint(self.item, self.folder)}")
+        elif self._cancelled:
             self._fail(f"Download of {self.item.filename} cancelled.")
         elif error != QNetworkReply.NetworkError.NoError:
             self._fail(
@@ -185,16 +210,17 @@ class WeightsDownload(QObject):
         elif self.partial.stat().st_size == 0:
             self._fail(f"The server sent an empty file for {self.item.filename}. {manual_hint(self.item, self.folder)}")
         else:
-            os.replace(self.partial, self.target)
+            try:
+                os.replace(self.partial, self.target)
+            except OSError as exc:
+                self._fail(f"Could not save {self.target} ({exc}). {manual_hint(self.item, self.folder)}")
+                return
             LOGGER.info("Downloaded %s (sha256 %s)", self.target, self._hash.hexdigest())
             self.succeeded.emit(str(self.target))
 
     def _read_rest(self, reply: QNetworkReply) -> None:
-        if self._file is not None and not self._cancelled:
-            chunk = bytes(reply.readAll())
-            if chunk:
-                self._hash.update(chunk)
-                self._file.write(chunk)
+        if not self._cancelled:
+            self._store(bytes(reply.readAll()))
 
     def _fail(self, message: str) -> None:
         self.partial.unlink(missing_ok=True)

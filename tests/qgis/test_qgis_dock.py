@@ -12,7 +12,7 @@ from pytest_qgis.utils import process_events, wait_until
 from qgis.core import Qgis, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt, QTimer, QUrl
 
-from sam_cd_plugin.gui import detection_task
+from sam_cd_plugin.gui import detection_task, weights_download
 from sam_cd_plugin.gui.checkpoint_table import COLUMNS
 from sam_cd_plugin.gui.dock_widget import SamCdDockWidget
 from sam_cd_plugin.gui.settings import SamCdSettings, weights_dir
@@ -261,7 +261,7 @@ def test_weights_status_found_missing_wrong(make_dock, fastsam_s_file, tiny_chec
     assert SamCdSettings().weights_path("fastsam-s") == str(fastsam_s_file)  # remembered
 
 
-def test_download_checks_sha256_and_explains_offline(make_dock, fastsam_s_file, tmp_path) -> None:
+def test_download_checks_sha256_and_explains_offline(make_dock, fastsam_s_file, tmp_path, monkeypatch) -> None:
     url = QUrl.fromLocalFile(str(fastsam_s_file)).toString()
     digest = hashlib.sha256(fastsam_s_file.read_bytes()).hexdigest()
     item = replace(official_weights("fastsam-s"), url=url, sha256=digest)
@@ -282,6 +282,12 @@ def test_download_checks_sha256_and_explains_offline(make_dock, fastsam_s_file, 
     ok, failed = download(replace(item, sha256="0" * 64), tmp_path / "bad")
     assert not ok and "sha256" in failed[0]
     assert sorted((tmp_path / "bad").iterdir()) == []  # no file, no .part
+
+    with monkeypatch.context() as patch:  # a file larger than any official one is stopped and deleted
+        patch.setattr(weights_download, "MAX_DOWNLOAD_BYTES", 1000)
+        ok, failed = download(replace(item, sha256=None), tmp_path / "huge")
+    assert not ok and "larger than" in failed[0]
+    assert sorted((tmp_path / "huge").iterdir()) == []
 
     ok, failed = download(replace(item, url="https://127.0.0.1:9/FastSAM-s.pt"), tmp_path / "offline")
     assert not ok and "offline" in failed[0] and "web browser" in failed[0] and item.label in failed[0]
