@@ -48,6 +48,7 @@ from ..core.writers import PROBABILITY_FORMATS, AtomicRasterWriter, check_output
 from ..models.checkpoint import load_checkpoint
 from ..models.registry import build_model
 from .batching import OomBackoff, auto_batch_size
+from .memory import pin_mmap_threshold
 from .device import describe_device, resolve_device
 from .tile_reader import BackgroundReader, BackgroundSink, PredictedBatch, TileBatch, read_batch
 
@@ -278,6 +279,7 @@ class ChangeDetector:
         ``CancelledError`` when ``is_cancelled()`` turns true; either way no output is left."""
         options = options or DetectionOptions()
         options.validate()
+        pin_mmap_threshold()  # peak memory independent of the raster's width (see .memory)
         started = time.perf_counter()
         inputs = (Path(before), Path(after))
         out_path = check_output_path(Path(out_path), inputs=inputs)
