@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.detector import ChangeDetector, DetectionOptions
 
-    prompts = None if args.prompts is None else [p for p in args.prompts.split(",")]
+    prompts = None if args.prompts is None else args.prompts.split(",")
     detector = ChangeDetector(args.checkpoint, args.device, args.clip_weights, prompts)
     options = DetectionOptions(threshold=args.threshold, tile_size=args.tile_size,
                                overlap=args.overlap, bands_before=args.bands_before,

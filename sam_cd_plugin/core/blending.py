@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .tiling import Tile, axis_weight_sum, blend_ramp, window_starts
+from .tiling import Tile, axis_weight_sum, blend_ramp, blend_weights, window_starts
 
 __all__ = ["StripBlender", "RowSink"]
 
@@ -37,7 +37,7 @@ class StripBlender:
         self.width, self.height, self.size = int(width), int(height), int(tile_size)
         stride = self.size - overlap
         ramp = blend_ramp(self.size, overlap)
-        self.weights = np.outer(ramp, ramp).astype(np.float32)
+        self.weights = blend_weights(self.size, overlap)
         xs = window_starts(self.width, self.size, stride, origin[0])
         ys = window_starts(self.height, self.size, stride, origin[1])
         self._col_sum = axis_weight_sum(self.width, xs, ramp)

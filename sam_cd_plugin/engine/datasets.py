@@ -118,19 +118,18 @@ def find_pairs(root: Path | str, include: Sequence[str] = (),
     if split is None and layout != "flat":
         raise InputError(f"{root} is split into {', '.join(available_splits(root))}: choose one "
                          "(split 'train', 'val' or 'test'; CLI: --split).")
+    names = None
     if layout == "split":
         folder = root / str(split)
         dirs = _triplet(folder)
         if dirs is None:
             raise InputError(f"{root} has no '{split}' split with A/, B/ and label/ "
                              f"(it has: {', '.join(available_splits(root))}).")
-        names = None
     else:
         dirs = _triplet(root)
         if dirs is None:  # dataset_layout() said flat/list, which means the triplet exists
             raise InputError(f"{root} has no A/, B/ and label/ folders.")
-        names = None
-        if layout == "list" and split is not None:
+        if layout == "list":
             listing = root / "list" / f"{split}.txt"
             if not listing.is_file():
                 raise InputError(f"{listing} does not exist (splits listed: "

@@ -49,7 +49,7 @@ from ..models.checkpoint import load_checkpoint
 from ..models.registry import build_model
 from .batching import OomBackoff, auto_batch_size
 from .memory import pin_mmap_threshold
-from .device import describe_device, resolve_device
+from .device import autocast, autocast_dtype, describe_device, resolve_device
 from .tile_reader import BackgroundReader, BackgroundSink, PredictedBatch, TileBatch, read_batch
 
 log = logging.getLogger(__name__)
@@ -214,10 +214,7 @@ class ChangeDetector:
 
     # ------------------------------------------------------------------ model
     def _amp(self) -> contextlib.AbstractContextManager:
-        if self.device.type != "cuda":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return autocast(self.device, autocast_dtype("auto", self.device))
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(array))
@@ -373,10 +370,13 @@ class ChangeDetector:
             if progress:
                 progress(100.0 * done / total)
 
+    def _prompt_text(self) -> str:
+        return ", ".join(str(p) for p in (self.metadata.get("prompts") or []))
+
     def _polygon_attributes(self, pair: AlignedPair) -> dict:
         m = self.metadata
         return {"method": str(m.get("method") or ""), "delta": float(m.get("delta") or 0.0),
-                "prompts": ", ".join(str(p) for p in (m.get("prompts") or [])),
+                "prompts": self._prompt_text(),
                 "before": Path(str(pair.before.path)).name, "after": Path(str(pair.after.path)).name}
 
     def _output_metadata(self, pair: AlignedPair, options: DetectionOptions, tile: int, overlap: int,
@@ -385,7 +385,7 @@ class ChangeDetector:
         return {
             "SAMCD_METHOD": m.get("method"), "SAMCD_ENCODER": m.get("encoder"),
             "SAMCD_DELTA": m.get("delta"), "SAMCD_CHECKPOINT": self.checkpoint.name,
-            "SAMCD_PROMPTS": ", ".join(str(p) for p in (m.get("prompts") or [])),
+            "SAMCD_PROMPTS": self._prompt_text(),
             "SAMCD_THRESHOLD": options.threshold,
             "SAMCD_BEFORE": Path(pair.before.path).name, "SAMCD_AFTER": Path(pair.after.path).name,
             "SAMCD_STATS_BEFORE": repr(pair.stats_before), "SAMCD_STATS_AFTER": repr(pair.stats_after),

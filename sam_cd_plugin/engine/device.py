@@ -32,3 +32,18 @@ def describe_device(device: torch.device) -> str:
         props = torch.cuda.get_device_properties(device)
         return f"CUDA: {props.name} ({props.total_memory / 1024 ** 3:.0f} GiB)"
     return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` ('auto' | 'bf16' | 'fp16' | 'off') on ``device``; None
+    (full precision) on the CPU or 'off'. 'auto' prefers bf16 where the GPU supports it."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``; disabled when ``dtype`` is None."""
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)

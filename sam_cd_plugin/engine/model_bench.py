@@ -22,7 +22,7 @@ from torch import nn
 from ..core.errors import InputError, SamCdError
 from ..models.encoders.base import build_encoder, encoder_names
 from ..models.registry import build_model
-from .device import describe_device, resolve_device
+from .device import autocast, autocast_dtype, describe_device, resolve_device
 
 log = logging.getLogger(__name__)
 ENCODER_ROW = "encoder"
@@ -77,18 +77,11 @@ class BenchReport:
         return asdict(self)
 
 
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 def _time(fn: Callable[[], object], device: torch.device, dtype: torch.dtype | None,
           repeats: int, warmup: int) -> float:
     """Median seconds of ``fn()`` under no_grad (and autocast on CUDA)."""
     times = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.bfloat16,
-                                                enabled=dtype is not None):
+    with torch.inference_mode(), autocast(device, dtype):
         for i in range(warmup + repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -119,7 +112,7 @@ def run_bench(config: BenchConfig, progress: Callable[[BenchRow], None] | None =
     """Time every encoder (bare) and method at every size; see the module docstring."""
     config.validate()
     device = resolve_device(config.device)
-    dtype = _autocast_dtype(device)
+    dtype = autocast_dtype("auto", device)
     encoders = config.encoders or encoder_names()
     rows: list[BenchRow] = []
 

@@ -32,10 +32,10 @@ from .. import __version__
 from ..core.errors import CancelledError, CheckpointError, InputError
 from ..core.metrics import ConfusionMatrix
 from ..models.cem_loss import cem_loss
-from ..models.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
+from ..models.checkpoint import atomic_torch_save, load_checkpoint, read_metadata, save_checkpoint
 from ..models.registry import METHODS, build_model
 from .datasets import ChangeDataset, PairPaths, dataset_layout, find_pairs, load_pair, seed_worker
-from .device import describe_device, resolve_device
+from .device import autocast, autocast_dtype, describe_device, resolve_device
 
 log = logging.getLogger(__name__)
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
@@ -134,19 +134,6 @@ def poly_lr(base: float, step: int, total: int, power: float) -> float:
     return base * (1.0 - min(step, total) / total) ** power
 
 
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device``; None (full precision) on the CPU or 'off'."""
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
-
-
 def compute_loss(model: torch.nn.Module, before: torch.Tensor, after: torch.Tensor,
                  label: torch.Tensor, delta: float,
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -164,11 +151,11 @@ def _optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
 
 
 def collect_pairs(data: Sequence[Path], include: Sequence[str],
-                  split: str | None = None) -> list[PairPaths]:
-    """Pairs of every dataset root; ``split`` None means 'train' for split/list layouts."""
+                  split: str | None = None, default: str = "train") -> list[PairPaths]:
+    """Pairs of every dataset root; ``split`` None means ``default`` for split/list layouts."""
     pairs: list[PairPaths] = []
     for root in data:
-        root_split = split or (None if dataset_layout(root) == "flat" else "train")
+        root_split = split or (None if dataset_layout(root) == "flat" else default)
         pairs += find_pairs(root, include, root_split)
     return pairs
 
@@ -184,9 +171,7 @@ def validation_pairs(config: TrainConfig) -> list[PairPaths]:
             except InputError:
                 log.info("%s has no 'val' split: no validation for it", root)
         return pairs
-    return [p for root in config.data
-            for p in find_pairs(root, config.val_include,
-                                config.val_split or (None if dataset_layout(root) == "flat" else "val"))]
+    return collect_pairs(config.data, config.val_include, config.val_split, default="val")
 
 
 def resume_state_path(out: Path | str) -> Path:
@@ -232,7 +217,7 @@ def validate(model: torch.nn.Module, pairs: Sequence[PairPaths], input_size: int
             chunk = windows[i:i + batch_size]
             b = torch.from_numpy(np.stack([before[:, y:y + input_size, x:x + input_size] for y, x in chunk]))
             a = torch.from_numpy(np.stack([after[:, y:y + input_size, x:x + input_size] for y, x in chunk]))
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits = model(b.to(device), a.to(device)).float()
             hits = (logits[:, 0] > cut).cpu().numpy()
             for (y, x), hit in zip(chunk, hits):
@@ -304,7 +289,7 @@ def train(config: TrainConfig, progress: Callable[[EpochReport], None] | None = 
             for group in optimizer.param_groups:
                 group["lr"] = lr
             before, after, label = before.to(device), after.to(device), label.to(device)
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 loss = compute_loss(model, before, after, label, config.delta, loss_draws)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -396,7 +381,7 @@ def _resume(config: TrainConfig, model, optimizer, scaler, device: torch.device)
     state = _Progress(epoch=int(payload["epoch"]), step=int(payload["step"]),
                       best_f1=float(payload["best_f1"]), best_epoch=int(payload["best_epoch"]),
                       best_val=json.loads(payload["best_val"]), history=json.loads(payload["history"]))
-    saved = load_checkpoint(config.out)[1].get("metrics", {}).get("val") if config.out.is_file() else None
+    saved = read_metadata(config.out).get("metrics", {}).get("val") if config.out.is_file() else None
     if saved and saved.get("f1", -1.0) > state.best_f1:  # a better epoch saved after the sidecar
         state.best_f1, state.best_epoch, state.best_val = saved["f1"], saved["epoch"], saved
     return state
@@ -422,7 +407,7 @@ def recalibrate_batchnorm(model: torch.nn.Module, loader: DataLoader, device: to
         for i, (before, after, _) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 model(before.to(device), after.to(device))
         for m, momentum in zip(norms, saved):
             m.momentum = momentum

@@ -15,7 +15,7 @@ from typing import Any
 from qgis.PyQt.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from qgis.PyQt.QtGui import QBrush, QColor
 
-from ..paths import resource_path
+from ..paths import default_checkpoint
 
 __all__ = ["CheckpointEntry", "CheckpointTableModel", "checkpoint_proxy", "read_entry", "scan_checkpoints"]
 
@@ -120,7 +120,7 @@ def scan_checkpoints(folders: list[tuple[Path, str]], files: list[Path]) -> list
 
 
 def bundled_checkpoint_folder() -> Path:
-    return resource_path("checkpoints")
+    return default_checkpoint().parent
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

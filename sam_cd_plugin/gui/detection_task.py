@@ -26,12 +26,11 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
-from ..processing.styling import CHANGE_MASK_STYLE, PROBABILITY_STYLE, style_path
+from ..processing.styling import CHANGE_MASK_STYLE, PROBABILITY_STYLE, apply_style, style_path
 
 __all__ = ["AlgorithmRun", "ErrorCollectingFeedback", "add_outputs_to_project"]
 
 LOGGER = logging.getLogger(__name__)
-POLYGONS_STYLE = "change_polygons.qml"
 #: Runs whose task has not finished yet. The task holds raw pointers to the run's context and
 #: feedback, so they must outlive it even when the dock that started the run is deleted.
 _ACTIVE: set[AlgorithmRun] = set()
@@ -119,12 +118,10 @@ class AlgorithmRun(QObject):
         self.finished.emit(ok, results, message)
 
 
-def _style(layer: QgsMapLayer, style_name: str) -> None:
-    path = style_path(style_name)
-    if path.is_file():
-        message, ok = layer.loadNamedStyle(str(path))
-        if not ok:
-            LOGGER.warning("Could not apply %s to %s: %s", path, layer.name(), message)
+def _style(layer: QgsMapLayer, style_name: str | None) -> None:
+    problem = apply_style(layer, style_path(style_name)) if style_name else None
+    if problem:
+        LOGGER.warning(problem)
 
 
 def _group(project: QgsProject, name: str) -> QgsLayerTreeGroup:
@@ -140,10 +137,10 @@ def add_outputs_to_project(results: dict[str, Any], group_name: str, project: Qg
     to a layer is kept here).
     """
     project = project or QgsProject.instance()
-    outputs: list[tuple[str, str, str, bool]] = [
+    outputs: list[tuple[str, str, str | None, bool]] = [
         ("OUTPUT", "Change mask", CHANGE_MASK_STYLE, True),
         ("OUTPUT_PROBABILITY", "Change probability", PROBABILITY_STYLE, True),
-        ("OUTPUT_POLYGONS", "Change polygons", POLYGONS_STYLE, False),
+        ("OUTPUT_POLYGONS", "Change polygons", None, False),  # QGIS' default fill
     ]
     added: list[str] = []
     group = None

@@ -84,12 +84,10 @@ class _InspectingUnpickler(pickle.Unpickler):
         super().__init__(io.BytesIO(data))
         self.name = name
         self.storages: list[tuple[str, str, int]] = []
-        self.tensors: list[tuple[str, int, tuple, tuple]] = []
 
     def find_class(self, module: str, name: str) -> Any:
         qualified = f"{module}.{name}"
-        if qualified not in _ALLOWED_GLOBALS and not (module == "torch" and name.endswith("Storage")) \
-                and not (module == "torch" and name in _DTYPE_BYTES):
+        if qualified not in _ALLOWED_GLOBALS and not (module == "torch" and name.endswith("Storage")):
             raise CheckpointError(
                 f"Checkpoint {self.name} asks to run {qualified} while loading: it holds objects "
                 "other than tensors and metadata and is refused for safety. Use a checkpoint made "
@@ -190,14 +188,24 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
 
     The file is inspected before ``torch.load`` (:func:`_inspect_archive`), and loaded with
     ``weights_only=True``; the metadata is checked before any model is built from it."""
-    path = Path(path)
+    state, meta = _load(Path(path), mmap=False)
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, meta
+
+
+def read_metadata(path: Path | str) -> dict[str, Any]:
+    """Metadata of a checkpoint, with the same checks as :func:`load_checkpoint`; the weights are
+    memory-mapped rather than read (use for tables of checkpoints)."""
+    return _load(Path(path), mmap=True)[1]
+
+
+def _load(path: Path, mmap: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}. Pick an existing .pt file.")
     if path.stat().st_size > MAX_CHECKPOINT_BYTES:
         raise CheckpointError(f"Checkpoint {path.name} is larger than 4 GiB; refusing to load it.")
     _inspect_archive(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
@@ -220,10 +228,4 @@ def load_checkpoint(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path.name} holds no weights.")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     return state, meta
-
-
-def read_metadata(path: Path | str) -> dict[str, Any]:
-    """Metadata of a checkpoint (loads the file; use for tables of checkpoints)."""
-    return load_checkpoint(path)[1]

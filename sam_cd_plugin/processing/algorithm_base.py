@@ -9,6 +9,7 @@ from qgis.core import QgsProcessingAlgorithm
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from ..dependencies import install_hint, missing_dependencies
 from ..paths import resource_path
 
 HELP_URL = "https://github.com/sam-cd/sam-cd#readme"
@@ -22,6 +23,8 @@ class SamCdAlgorithm(QgsProcessingAlgorithm):
     GROUP = ""
     GROUP_ID = ""
     TAGS = ""
+    #: Whether the algorithm runs the torch engine (then it cannot execute without torch/ultralytics).
+    NEEDS_ENGINE = True
 
     def tr(self, text: str) -> str:
         return QCoreApplication.translate(type(self).__name__, text)
@@ -49,3 +52,8 @@ class SamCdAlgorithm(QgsProcessingAlgorithm):
 
     def helpUrl(self) -> str:  # noqa: N802
         return HELP_URL
+
+    def canExecute(self) -> tuple[bool, str]:  # noqa: N802
+        """False with an install hint when the engine's packages (torch, ultralytics) are missing."""
+        missing = missing_dependencies() if self.NEEDS_ENGINE else []
+        return (False, install_hint(missing)) if missing else (True, "")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from qgis.core import (
     Qgis,
+    QgsProcessing,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
 )
 
-__all__ = ["FILE_BEHAVIOR_FILE", "FLAG_ADVANCED", "FLAG_OPTIONAL", "NUMBER_DOUBLE", "NUMBER_INTEGER"]
+__all__ = ["FILE_BEHAVIOR_FILE", "FILE_BEHAVIOR_FOLDER", "FLAG_ADVANCED", "FLAG_OPTIONAL", "NUMBER_DOUBLE",
+           "NUMBER_INTEGER", "VECTOR_POLYGON"]
 
 
 def _scoped(new_enum: str, new_member: str, old_owner: type, old_enum: str, old_member: str) -> object:
@@ -30,3 +32,6 @@ FLAG_OPTIONAL = _scoped("ProcessingParameterFlag", "Optional", QgsProcessingPara
 NUMBER_DOUBLE = _scoped("ProcessingNumberParameterType", "Double", QgsProcessingParameterNumber, "Type", "Double")
 NUMBER_INTEGER = _scoped("ProcessingNumberParameterType", "Integer", QgsProcessingParameterNumber, "Type", "Integer")
 FILE_BEHAVIOR_FILE = _scoped("ProcessingFileParameterBehavior", "File", QgsProcessingParameterFile, "Behavior", "File")
+FILE_BEHAVIOR_FOLDER = _scoped("ProcessingFileParameterBehavior", "Folder", QgsProcessingParameterFile, "Behavior",
+                               "Folder")
+VECTOR_POLYGON = _scoped("ProcessingSourceType", "VectorPolygon", QgsProcessing, "SourceType", "TypeVectorPolygon")

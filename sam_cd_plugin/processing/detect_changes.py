@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -40,7 +39,8 @@ from ..paths import default_checkpoint
 from ..core.errors import InputError
 from ..core.validation import check_raster_file
 from ..core.writers import PROBABILITY_FORMATS
-from .compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, _scoped
+from .compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, VECTOR_POLYGON
+from .options import DEVICE_CHOICES
 from .styling import (
     CHANGE_MASK_STYLE,
     PROBABILITY_STYLE,
@@ -50,9 +50,7 @@ from .styling import (
 
 __all__ = ["DetectChangesAlgorithm", "parse_band_list"]
 
-DEVICE_OPTIONS = ["auto", "cpu", "cuda"]
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
-VECTOR_POLYGON = _scoped("ProcessingSourceType", "VectorPolygon", QgsProcessing, "SourceType", "TypeVectorPolygon")
 
 
 def parse_band_list(text: str | None, parameter: str) -> tuple[int, ...] | None:
@@ -167,7 +165,7 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
             QgsProcessingParameterEnum(
                 self.DEVICE,
                 self.tr("Device"),
-                options=DEVICE_OPTIONS,
+                options=list(DEVICE_CHOICES),
                 defaultValue="auto",
                 usesStaticStrings=True,
             )
@@ -265,13 +263,6 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
 
     # -- execution ------------------------------------------------------------------------
-    def canExecute(self) -> tuple[bool, str]:  # noqa: N802
-        """False with an install hint when torch or ultralytics cannot be found."""
-        missing = missing_dependencies()
-        if missing:
-            return False, install_hint(missing)
-        return True, ""
-
     def checkParameterValues(  # noqa: N802
         self, parameters: dict[str, Any], context: QgsProcessingContext
     ) -> tuple[bool, str]:

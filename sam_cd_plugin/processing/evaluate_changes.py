@@ -169,6 +169,7 @@ class EvaluateChangesAlgorithm(SamCdAlgorithm):
     GROUP = "Change detection"
     GROUP_ID = "changedetection"
     TAGS = "accuracy,evaluation,f1,iou,kappa,precision,recall,reference,ground truth,change"
+    NEEDS_ENGINE = False  # numpy + GDAL only
 
     def shortHelpString(self) -> str:  # noqa: N802
         return self.tr(

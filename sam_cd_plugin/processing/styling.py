@@ -46,6 +46,15 @@ def style_path(name: str) -> Path:
     return resource_path("styles", name)
 
 
+def apply_style(layer: QgsMapLayer, qml_path: str | Path) -> str | None:
+    """Load the style at ``qml_path`` into ``layer``; None on success, else why it failed."""
+    message, ok = layer.loadNamedStyle(str(qml_path))
+    if ok:
+        layer.triggerRepaint()
+        return None
+    return f"Could not apply the style {qml_path} to {layer.name()}: {message}"
+
+
 def sidecar_style_path(raster_path: str | Path) -> Path:
     """The ``.qml`` QGIS loads by default for ``raster_path`` (same folder, same base name)."""
     return Path(raster_path).with_suffix(".qml")
@@ -96,11 +105,8 @@ class StyleLayerPostProcessor(QgsProcessingLayerPostProcessorInterface):
         """Load the style into ``layer``; a failure is reported, never raised."""
         if layer is None or not layer.isValid():
             return
-        message, ok = layer.loadNamedStyle(self.qml_path)
-        if not ok:
-            text = f"Could not apply the style {self.qml_path} to {layer.name()}: {message}"
-            LOGGER.warning(text)
+        problem = apply_style(layer, self.qml_path)
+        if problem:
+            LOGGER.warning(problem)
             if feedback is not None:
-                feedback.pushWarning(text)
-            return
-        layer.triggerRepaint()
+                feedback.pushWarning(problem)

@@ -24,23 +24,14 @@ from qgis.core import (
 
 from .algorithm_base import SamCdAlgorithm
 from ..dependencies import REQUIRED_PACKAGES, install_hint, missing_dependencies
-from .compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
-from .options import default_device
+from .compat import FILE_BEHAVIOR_FILE, FILE_BEHAVIOR_FOLDER, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
+from .options import DEVICE_CHOICES, default_device
 
 __all__ = ["ENCODERS", "METHODS", "TrainModelAlgorithm"]
 
 METHODS = ["sam-cem-cd", "sam2-cd", "sam-cd"]
 ENCODERS = ["fastsam-s", "fastsam-x", "sam2-t", "sam2-s", "sam2-b+", "mobilesam"]
-DEVICES = ["auto", "cpu", "cuda"]
 OPTIMIZERS = ["sgd", "adamw"]
-
-try:  # folder behaviour of QgsProcessingParameterFile (moved into Qgis in 3.36)
-    from qgis.core import Qgis
-
-    FILE_BEHAVIOR_FOLDER = Qgis.ProcessingFileParameterBehavior.Folder
-except AttributeError:  # QGIS < 3.36
-    FILE_BEHAVIOR_FOLDER = QgsProcessingParameterFile.Behavior.Folder
-
 
 class TrainModelAlgorithm(SamCdAlgorithm):
     """Train a change-detection checkpoint on a LEVIR-CD-layout dataset."""
@@ -100,7 +91,7 @@ class TrainModelAlgorithm(SamCdAlgorithm):
                                                        defaultValue=20, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(self.LR, self.tr("Learning rate"), type=NUMBER_DOUBLE,
                                                        defaultValue=0.01, minValue=1e-7, maxValue=10.0))
-        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=DEVICES,
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(DEVICE_CHOICES),
                                                      defaultValue=default_device(), usesStaticStrings=True))
         advanced = [
             QgsProcessingParameterEnum(self.OPTIMIZER, self.tr("Optimizer"), options=OPTIMIZERS,
@@ -119,10 +110,6 @@ class TrainModelAlgorithm(SamCdAlgorithm):
             self.OUTPUT, self.tr("Checkpoint"), self.tr("sam-cd checkpoints (*.pt)")))
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
 
-    def canExecute(self) -> tuple[bool, str]:  # noqa: N802
-        missing = missing_dependencies()
-        return (False, install_hint(missing)) if missing else (True, "")
-
     def processAlgorithm(  # noqa: N802
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
@@ -130,9 +117,9 @@ class TrainModelAlgorithm(SamCdAlgorithm):
         if missing:
             raise QgsProcessingException(install_hint(missing))
         try:
-            from ..core.errors import CancelledError, SamCdError
+            from ..core.errors import SamCdError
             from ..engine.device import describe_device, resolve_device
-            from ..engine.training import TrainConfig, train
+            from ..engine.training import EpochReport, TrainConfig, train
         except ImportError as exc:
             top = (exc.name or "").split(".")[0]
             hint = install_hint([top]) if top in REQUIRED_PACKAGES else "Could not load the SAM-CD engine"
@@ -167,17 +154,12 @@ class TrainModelAlgorithm(SamCdAlgorithm):
         if device == "cuda" and not used.startswith("CUDA"):
             feedback.pushWarning("CUDA was requested but is not available; training on the CPU (slow).")
 
-        def progress(*args: Any) -> None:
-            """Epoch report of the engine: an object with epoch/epochs/loss, or those three values."""
-            report = args[0] if len(args) == 1 else None
-            epoch, epochs, loss = (report.epoch, report.epochs, report.loss) if report is not None else args[:3]
-            feedback.setProgress(100.0 * epoch / epochs)
-            feedback.pushInfo(report.line() if hasattr(report, "line") else f"epoch {epoch}/{epochs}: loss {loss:.4f}")
+        def progress(report: EpochReport) -> None:
+            feedback.setProgress(100.0 * report.epoch / report.epochs)
+            feedback.pushInfo(report.line())
 
         try:
             path = train(config, progress=progress, is_cancelled=feedback.isCanceled)
-        except CancelledError as exc:  # the message says what the finished epochs left behind
-            raise QgsProcessingException(str(exc)) from exc
-        except SamCdError as exc:
+        except SamCdError as exc:  # a cancel's message says what the finished epochs left behind
             raise QgsProcessingException(str(exc)) from exc
         return {self.OUTPUT: str(path), self.DEVICE_USED: used}
