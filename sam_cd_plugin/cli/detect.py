@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
     d.add_argument("--dask", metavar="SCHEDULER", default=None,
                    help="map the tiles over a Dask distributed cluster (e.g. tcp://host:8786)")
     d.add_argument("--prompts", default=None,
-                   help="SAM-CD only: category prompts, comma-separated (default: the checkpoint's)")
+                   help="SAM-CD only: category prompts, comma-separated; not given: the checkpoint's; "
+                        "'' or 'none': no semantic prior (any SAM-CD checkpoint)")
     d.add_argument("--clip-weights", type=Path, default=None,
                    help="CLIP weights file, needed by SAM-CD checkpoints that use prompts")
     d.add_argument("--quicklook", type=Path, default=None, help="also write a PNG before|after|change")
@@ -43,7 +44,9 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..engine.detector import ChangeDetector, DetectionOptions
 
-    prompts = None if args.prompts is None else args.prompts.split(",")
+    from ..core.prompts import parse_prompts
+
+    prompts = None if args.prompts is None else (parse_prompts(args.prompts) or [])
     detector = ChangeDetector(args.checkpoint, args.device, args.clip_weights, prompts)
     options = DetectionOptions(threshold=args.threshold, tile_size=args.tile_size,
                                overlap=args.overlap, bands_before=args.bands_before,

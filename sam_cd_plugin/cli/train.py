@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..engine.recipes import AUGMENTS, LOSSES, SCHEDULES
 from .arguments import DEVICES
 
 
@@ -30,7 +31,8 @@ def add_parser(sub) -> None:
                    help="checkpoint; with --delta-sweep, <stem>_delta<δ>.pt beside it")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run (<out>.resume)")
     t.add_argument("--method", default="sam-cem-cd", choices=("sam-cem-cd", "sam2-cd", "sam-cd"))
-    t.add_argument("--encoder", default="fastsam-s")
+    t.add_argument("--encoder", default=None,
+                   help="default: the method's (sam-cem-cd: fastsam-s, sam2-cd: sam2-s, sam-cd: sam2-t)")
     t.add_argument("--encoder-weights", type=Path, default=None, help="official weights, e.g. FastSAM-s.pt")
     t.add_argument("--freeze-encoder", action="store_true")
     t.add_argument("--prompts", default="", help="sam-cd: category prompts, e.g. building,road")
@@ -45,10 +47,19 @@ def add_parser(sub) -> None:
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--samples-per-pair", type=int, default=4)
     t.add_argument("--batch-size", type=int, default=4)
-    t.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"))
-    t.add_argument("--lr", type=float, default=0.01)
-    t.add_argument("--weight-decay", type=float, default=5e-4)
+    recipe = "default: the method's recipe (sam-cem-cd/sam-cd: {}, sam2-cd: {})"
+    t.add_argument("--optimizer", default=None, choices=("sgd", "adamw"),
+                   help=recipe.format("sgd", "adamw"))
+    t.add_argument("--lr", type=float, default=None, help=recipe.format("0.01", "2e-5 peak"))
+    t.add_argument("--weight-decay", type=float, default=None, help=recipe.format("5e-4", "0.005"))
+    t.add_argument("--schedule", default=None, choices=SCHEDULES,
+                   help=recipe.format("poly", "one-cycle cosine"))
     t.add_argument("--poly-power", type=float, default=2.0)
+    t.add_argument("--loss", default=None, choices=LOSSES,
+                   help=recipe.format("cem", "bce-dice on each of its three masks"))
+    t.add_argument("--augment", default=None, choices=AUGMENTS,
+                   help=recipe.format("base: flips, 90° turns, date swap, colour jitter per date",
+                                      "paper: base + ±30° rotation"))
     t.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
                    help="mixed precision on CUDA (ignored on the CPU)")
     t.add_argument("--workers", type=int, default=0, help="data-loading processes")
@@ -73,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         delta=args.delta, input_size=args.input_size, epochs=args.epochs,
         samples_per_pair=args.samples_per_pair, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-        poly_power=args.poly_power, amp=args.amp, workers=args.workers, seed=args.seed,
+        poly_power=args.poly_power, schedule=args.schedule, loss=args.loss,
+        augment=args.augment, amp=args.amp, workers=args.workers, seed=args.seed,
         device=args.device, resume=args.resume)
     configs = sweep_configs(config, args.delta_sweep) if args.delta_sweep else [config]
     results = {}

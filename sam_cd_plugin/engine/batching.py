@@ -25,7 +25,7 @@ MAX_BATCH_SIZE = 64
 #: Share of the free device memory the batches may use (the rest: fragmentation, other apps).
 MEMORY_SHARE = 0.6
 
-PredictFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+PredictFn = Callable[..., np.ndarray]
 
 
 def auto_batch_size(device: torch.device, probe: Callable[[int], None]) -> int:
@@ -63,14 +63,16 @@ class OomBackoff:
         self.fell_back = False
         self._to_cpu = to_cpu
 
-    def run(self, predict: PredictFn, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-        """``predict`` over all samples of ``before``/``after`` (first axis), in order."""
+    def run(self, predict: PredictFn, before: np.ndarray, after: np.ndarray,
+            *extra: np.ndarray) -> np.ndarray:
+        """``predict`` over all samples of ``before``/``after`` (and ``extra`` arrays, sliced
+        alike: SAM-CD's priors) along the first axis, in order."""
         out: list[np.ndarray] = []
         i, n = 0, before.shape[0]
         while i < n:
             j = min(n, i + self.batch_size)
             try:
-                out.append(predict(before[i:j], after[i:j]))
+                out.append(predict(before[i:j], after[i:j], *(e[i:j] for e in extra)))
             except torch.cuda.OutOfMemoryError:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()

@@ -50,6 +50,7 @@ from ..models.registry import build_model
 from .batching import OomBackoff, auto_batch_size
 from .memory import pin_mmap_threshold
 from .device import autocast, autocast_dtype, describe_device, resolve_device
+from .prior_field import PriorField
 from .tile_reader import BackgroundReader, BackgroundSink, PredictedBatch, TileBatch, read_batch
 
 log = logging.getLogger(__name__)
@@ -158,9 +159,12 @@ class ChangeDetector:
     """A loaded change model bound to a device. ``checkpoint=None`` uses the bundled one.
 
     SAM-CD checkpoints trained with category prompts need ``clip_weights`` (the CLIP file; a
-    WeightsError names it otherwise). ``prompts`` replaces the checkpoint's prompts for this run
-    (``[]``: no semantic prior); it is ignored with a warning by methods that use no prompts, and
-    refused for a SAM-CD checkpoint trained without prompts (it holds no mask generator).
+    WeightsError names it otherwise). ``prompts``: ``None`` (not set) runs the checkpoint's
+    prompts; a list replaces them for this run, ``[]`` meaning no semantic prior (works on every
+    SAM-CD checkpoint, with a warning when it was trained with priors; no CLIP file needed). It
+    is ignored with a warning by methods that use no prompts, and refused for a SAM-CD checkpoint
+    trained without prompts (it holds no mask generator). SAM-CD's prior is computed per cell of
+    a map-anchored grid with context (:mod:`.prior_field`), so it does not change at tile borders.
     """
 
     def __init__(self, checkpoint: Path | str | None = None, device: str = "auto",
@@ -174,9 +178,11 @@ class ChangeDetector:
         self.device_choice = device
         self.clip_weights = Path(clip_weights) if clip_weights else None
         state, self.metadata = load_checkpoint(self.checkpoint)
-        if prompts is not None:
-            self.metadata["prompts"] = self._checked_prompts(prompts)
-        model = build_model(self.metadata, clip_weights=self.clip_weights)
+        override = None if prompts is None else self._checked_prompts(prompts)
+        #: the prompts this detector runs with (the checkpoint's unless overridden)
+        self.prompts: list[str] = list(self.metadata.get("prompts") or []) if override is None \
+            else override
+        model = build_model(self.metadata, clip_weights=self.clip_weights, prompts=override)
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -190,6 +196,7 @@ class ChangeDetector:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.input_size = int(self.metadata["input_size"])
         self._auto_batch: dict[int, int] = {}
+        self._prior_field: PriorField | None = None
         log.info("Loaded %s (%s, %s) on %s", self.checkpoint.name, self.metadata["method"],
                  self.metadata["encoder"], self.device_description)
 
@@ -200,7 +207,7 @@ class ChangeDetector:
             if wanted:
                 log.warning("Category prompts %s ignored: %s finds changes of any kind", wanted,
                             self.metadata.get("method"))
-            return stored
+            return None
         if wanted and not stored:
             raise InputError(
                 f"{self.checkpoint.name} is a SAM-CD model trained without category prompts, so it "
@@ -224,11 +231,13 @@ class ChangeDetector:
         return t.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def predict(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
-        """Change probability ``(B, H, W)`` float32 for normalised ``(B, 3, H, W)`` float32 arrays."""
+    def predict(self, before: np.ndarray, after: np.ndarray, *priors: np.ndarray) -> np.ndarray:
+        """Change probability ``(B, H, W)`` float32 for normalised ``(B, 3, H, W)`` float32 arrays;
+        ``priors``: SAM-CD's ``(B, 1, H, W)`` prior before and after (else the model computes them)."""
         b, a = self._to_device(before), self._to_device(after)
+        extra = [self._to_device(p) for p in priors]
         with self._amp():
-            logits = self.model(b, a)
+            logits = self.model(b, a, *extra)
         return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 
     def batch_size(self, tile_size: int, requested: int | None = None) -> int:
@@ -251,19 +260,35 @@ class ChangeDetector:
         torch.cuda.empty_cache()
         log.warning("Now running on %s", self.device_description)
 
-    def predict_batch(self, batch: TileBatch, backoff: OomBackoff) -> PredictedBatch:
-        """The model's probabilities for the tiles of ``batch`` that have a valid pixel."""
-        probs = backoff.run(self.predict, batch.before, batch.after) if batch.work else []
+    def prior_field(self, pair: AlignedPair) -> PriorField | None:
+        """SAM-CD's tile-independent prior for ``pair`` (None when the model uses no prior)."""
+        if not getattr(self.model, "uses_prior", False):
+            return None
+        if self._prior_field is None or self._prior_field.pair is not pair:
+            self._prior_field = PriorField(pair, self.model.semantic_prior,
+                                           grid_origin(pair.geotransform), self.input_size,
+                                           device=self.device)
+        return self._prior_field
+
+    def predict_batch(self, batch: TileBatch, backoff: OomBackoff,
+                      field: PriorField | None = None) -> PredictedBatch:
+        """The model's probabilities for the tiles of ``batch`` that have a valid pixel
+        (``field``: the pair's SAM-CD prior, :meth:`prior_field`)."""
+        priors = field.tile_priors([batch.tiles[i] for i in batch.work]) \
+            if field is not None and batch.work else None
+        probs = backoff.run(self.predict, batch.before, batch.after, *(priors or ())) \
+            if batch.work else []
         return PredictedBatch(batch.tiles, batch.valid, dict(zip(batch.work, probs)))
 
     # ------------------------------------------------------------------ running
     def _local_results(self, pair: AlignedPair, batches: list[list[Tile]], batch_size: int
                        ) -> Iterator[PredictedBatch]:
         backoff = OomBackoff(batch_size, self.fall_back_to_cpu)
+        field = self.prior_field(pair)
         with BackgroundReader(partial(read_batch, pair), batches, depth=READ_AHEAD,
                               after_read=pair.drop_caches) as reader:
             for batch in reader:
-                yield self.predict_batch(batch, backoff)
+                yield self.predict_batch(batch, backoff, field)
 
     def detect(self, before: Path | str, after: Path | str, out_path: Path | str,
                options: DetectionOptions | None = None,
@@ -371,7 +396,7 @@ class ChangeDetector:
                 progress(100.0 * done / total)
 
     def _prompt_text(self) -> str:
-        return ", ".join(str(p) for p in (self.metadata.get("prompts") or []))
+        return ", ".join(str(p) for p in self.prompts)
 
     def _polygon_attributes(self, pair: AlignedPair) -> dict:
         m = self.metadata

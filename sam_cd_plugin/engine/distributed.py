@@ -76,7 +76,7 @@ def predict_windows(job: WindowJob, tiles: list[Tile]) -> PredictedBatch:
     detector, pair, backoff = _worker_state(job)
     batch = read_batch(pair, tiles)
     pair.drop_caches()
-    return detector.predict_batch(batch, backoff)
+    return detector.predict_batch(batch, backoff, detector.prior_field(pair))
 
 
 def _shared_path(path: object) -> str:
@@ -108,7 +108,7 @@ def dask_results(scheduler: str, detector: "ChangeDetector", pair: AlignedPair,
         checkpoint=str(detector.checkpoint.resolve()), device=str(detector.device_choice),
         batch_size=len(batches[0]) if batches else 1,
         clip_weights=_shared_path(detector.clip_weights) if detector.clip_weights else None,
-        prompts=tuple(detector.metadata.get("prompts") or ()))
+        prompts=tuple(detector.prompts))
     threads = max(1, sum(client.nthreads().values()))
     limit = IN_FLIGHT_PER_THREAD * threads
     log.info("Mapping %d batches over the Dask cluster at %s (%d worker threads)", len(batches),

@@ -1,9 +1,11 @@
 """Training loop: random crops of change-detection datasets → a sam-cd checkpoint.
 
-Defaults follow SAM-CEM-CD (SGD, lr 0.01, poly decay power 2); AdamW is offered because it
-converges faster when the encoder starts from random initialisation (no pretrained weights
-offline). Every method is trained with the CEM loss; SAM2-CD adds its deep-supervision outputs
-(:meth:`Sam2Cd.forward_train`, weight 1 each as in the reference code).
+Settings left unset (``None``) come from the method's recipe (:mod:`.recipes`): SAM-CEM-CD's
+paper (SGD, lr 0.01, poly decay power 2, CEM) for ``sam-cem-cd`` and ``sam-cd``, the SAM2-CD
+reference (AdamW, one-cycle cosine, BCE + Dice, ±30° rotation on top of the per-date colour
+jitter every method gets) for
+``sam2-cd``. Models with several supervised outputs (:meth:`Sam2Cd.forward_train`) get the loss
+on each, weight 1 each as in the reference code.
 
 Each epoch: train, re-estimate BatchNorm statistics, score the validation pairs, and write
 ``config.out`` when validation F1 improved (every epoch without validation pairs), so the file
@@ -31,11 +33,14 @@ from torch.utils.data import DataLoader
 from .. import __version__
 from ..core.errors import CancelledError, CheckpointError, InputError
 from ..core.metrics import ConfusionMatrix
+from ..models.bce_dice_loss import bce_dice_loss
 from ..models.cem_loss import cem_loss
 from ..models.checkpoint import atomic_torch_save, load_checkpoint, read_metadata, save_checkpoint
 from ..models.registry import METHODS, build_model
 from .datasets import ChangeDataset, PairPaths, dataset_layout, find_pairs, load_pair, seed_worker
 from .device import autocast, autocast_dtype, describe_device, resolve_device
+from .augment import random_rotation
+from .recipes import AUGMENTS, LOSSES, RECIPES, SCHEDULES, one_cycle_lr
 
 log = logging.getLogger(__name__)
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
@@ -52,7 +57,9 @@ class TrainConfig:
     flat folder); validation uses ``val_split`` (default: 'val' when the dataset has one) and/or
     the ``val_include`` globs. ``prompts`` / ``clip_weights`` / ``mask_generator`` are for
     ``sam-cd`` only. ``amp``: 'auto' (bf16 when the GPU supports it, else fp16), 'off', 'bf16',
-    'fp16'; ignored on the CPU.
+    'fp16'; ignored on the CPU. ``encoder``, ``optimizer``, ``lr``, ``weight_decay``,
+    ``schedule`` ('poly' | 'one-cycle'), ``loss`` ('cem' | 'bce-dice') and ``augment`` ('base' |
+    'paper': base + ±30° rotation) left ``None`` take the method's recipe (:data:`.recipes.RECIPES`).
     """
 
     data: list[Path]
@@ -62,7 +69,7 @@ class TrainConfig:
     val_split: str | None = None
     val_include: list[str] = field(default_factory=list)
     method: str = "sam-cem-cd"
-    encoder: str = "fastsam-s"
+    encoder: str | None = None
     encoder_weights: Path | None = None
     freeze_encoder: bool = False
     prompts: list[str] = field(default_factory=list)
@@ -75,17 +82,27 @@ class TrainConfig:
     epochs: int = 20
     samples_per_pair: int = 4
     batch_size: int = 4
-    optimizer: str = "sgd"
-    lr: float = 0.01
+    optimizer: str | None = None
+    lr: float | None = None
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None
     poly_power: float = 2.0
+    schedule: str | None = None
+    loss: str | None = None
+    augment: str | None = None
     seed: int = 0
     device: str = "auto"
     amp: str = "auto"
     workers: int = 0
     resume: bool = False
     threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        recipe = RECIPES.get(self.method)
+        if recipe is not None:
+            for name in ("encoder", "optimizer", "lr", "weight_decay", "schedule", "loss", "augment"):
+                if getattr(self, name) is None:
+                    setattr(self, name, getattr(recipe, name))
 
     def validate(self) -> None:
         """InputError for a setting that cannot work, before anything is loaded."""
@@ -97,6 +114,9 @@ class TrainConfig:
             raise InputError("Optimizer must be 'sgd' or 'adamw'.")
         if self.method not in METHODS:
             raise InputError(f"Unknown method '{self.method}'. Use one of: {', '.join(METHODS)}.")
+        for name, choices in (("loss", LOSSES), ("schedule", SCHEDULES), ("augment", AUGMENTS)):
+            if getattr(self, name) not in choices:
+                raise InputError(f"{name} must be one of {', '.join(choices)}.")
         if self.prompts and self.method != "sam-cd":
             raise InputError("Category prompts are a SAM-CD feature: use --method sam-cd.")
         if self.amp not in AMP_CHOICES:
@@ -136,11 +156,21 @@ def poly_lr(base: float, step: int, total: int, power: float) -> float:
 
 def compute_loss(model: torch.nn.Module, before: torch.Tensor, after: torch.Tensor,
                  label: torch.Tensor, delta: float,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """CEM loss of the model's training outputs (deep-supervision outputs summed, weight 1)."""
+                 generator: torch.Generator | None = None, loss: str = "cem") -> torch.Tensor:
+    """``loss`` ('cem' with drop ratio ``delta``, or 'bce-dice') of the model's training outputs
+    (deep-supervision outputs summed, weight 1 each)."""
     forward_train = getattr(model, "forward_train", None)
     outputs = forward_train(before, after) if forward_train else [model(before, after)]
+    if loss == "bce-dice":
+        return sum(bce_dice_loss(o.float(), label) for o in outputs)
     return sum(cem_loss(o.float(), label, delta, generator=generator) for o in outputs)
+
+
+def scheduled_lr(config: "TrainConfig", step: int, total: int) -> float:
+    """The learning rate of ``step`` under ``config.schedule``."""
+    if config.schedule == "one-cycle":
+        return one_cycle_lr(config.lr, step, total)
+    return poly_lr(config.lr, step, total, config.poly_power)
 
 
 def _optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
@@ -285,12 +315,15 @@ def train(config: TrainConfig, progress: Callable[[EpochReport], None] | None = 
                 raise CancelledError(
                     f"Training was cancelled in epoch {epoch}; {config.out} holds the best model of "
                     "the finished epochs (if any), and training can be resumed.")
-            lr = poly_lr(config.lr, state.step, total, config.poly_power)
+            lr = scheduled_lr(config, state.step, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             before, after, label = before.to(device), after.to(device), label.to(device)
+            if config.augment == "paper":
+                before, after, label = random_rotation(before, after, label, loss_draws)
             with autocast(device, amp):
-                loss = compute_loss(model, before, after, label, config.delta, loss_draws)
+                loss = compute_loss(model, before, after, label, config.delta, loss_draws,
+                                    config.loss)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -346,7 +379,8 @@ def _save(out: Path, model: torch.nn.Module, meta: dict, state: _Progress, secon
 
 def _state_key(config: TrainConfig) -> dict:
     return {k: getattr(config, k) for k in ("method", "encoder", "delta", "input_size", "epochs",
-                                            "optimizer", "batch_size", "samples_per_pair")}
+                                            "optimizer", "batch_size", "samples_per_pair",
+                                            "schedule", "loss")}
 
 
 def _state_payload(config: TrainConfig, model, optimizer, scaler, state: _Progress) -> dict:
@@ -424,6 +458,7 @@ def _metadata(config: TrainConfig, pairs: Sequence[PairPaths], val_pairs: Sequen
     settings["data"] = [str(d) for d in config.data]
     meta = {
         "method": config.method, "encoder": config.encoder, "delta": config.delta,
+        "loss": config.loss,
         "input_size": config.input_size, "freeze_encoder": config.freeze_encoder,
         "normalisation": ("uint8 images / 255; other types: per-band 2–98 % percentile stretch "
                           "to [0, 1]; RGB order"),

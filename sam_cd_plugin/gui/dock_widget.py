@@ -41,6 +41,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core.prompts import format_prompts
 from .checkpoint_table import (
     COLUMNS,
     ENTRY_ROLE,
@@ -392,7 +393,7 @@ class SamCdDockWidget(QgsDockWidget):
         if self.polygons_check.isEnabled() and self.polygons_check.isChecked():
             params["OUTPUT_POLYGONS"] = str(folder / f"{stem}.gpkg")
         if entry.uses_prompts and self._algorithm_has("PROMPTS"):
-            params["PROMPTS"] = ",".join(self.prompts_editor.prompts())
+            params["PROMPTS"] = format_prompts(self.prompts_editor.prompts())  # empty list: no prior
         if entry.uses_prompts and self._algorithm_has("CLIP_WEIGHTS"):
             params["CLIP_WEIGHTS"] = self.weights_panel.path("clip-vit-b-32")
         return params

@@ -2,8 +2,15 @@
 
 Layout (all plain types, so it loads with ``torch.load(weights_only=True)``)::
 
-    {"format": "sam-cd-checkpoint", "format_version": 1,
+    {"format": "sam-cd-checkpoint", "format_version": 2,
      "meta": "<JSON object>", "state_dict": {name: tensor}}
+
+Versions: 1 — the first format; 2 — SAM2-CD (gate inside the Hiera trunk, SAM2 FPN neck, all-to-all
+fusion, three masks) and SAM-CD (MAM at every level) got new architectures. The weights layout is
+unchanged, so a version-1 SAM-CEM-CD checkpoint loads as it is; version-1 SAM2-CD and SAM-CD
+checkpoints hold the old architectures and are refused with a "retrain" message
+(:data:`ARCHITECTURE_SINCE`). :func:`upgrade_checkpoint` rewrites a loadable version-1 file as
+version 2.
 
 ``meta`` holds at least ``method``, ``encoder``, ``input_size`` and ``delta``; the trainer adds
 normalisation, prompts, training data and metrics. A checkpoint is untrusted input: anything
@@ -27,7 +34,9 @@ from torch import nn
 from ..core.errors import CheckpointError
 
 FORMAT = "sam-cd-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The format version that introduced each method's current architecture.
+ARCHITECTURE_SINCE = {"sam-cem-cd": 1, "sam2-cd": 2, "sam-cd": 2}
 REQUIRED_META = ("method", "encoder", "input_size")
 MAX_CHECKPOINT_BYTES = 4 * 1024 ** 3
 
@@ -215,7 +224,10 @@ def _load(path: Path, mmap: bool) -> tuple[dict[str, torch.Tensor], dict[str, An
         raise CheckpointError(
             f"{path.name} is not a sam-cd checkpoint. Train one with "
             "`python -m sam_cd_plugin train` or pick a checkpoint made by sam-cd.")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
+    version = payload.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path.name} has an unreadable format version {version!r}.")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path.name} was written by a newer sam-cd; update the plugin.")
     text = payload.get("meta")
     if not isinstance(text, str) or len(text) > MAX_META_CHARS:
@@ -225,7 +237,23 @@ def _load(path: Path, mmap: bool) -> tuple[dict[str, torch.Tensor], dict[str, An
     except (TypeError, ValueError, RecursionError) as exc:
         raise CheckpointError(f"{path.name} has unreadable metadata.") from exc
     meta = _check_meta(meta, path.name)
+    method = meta["method"].lower()
+    if version < ARCHITECTURE_SINCE[method]:
+        raise CheckpointError(
+            f"{path.name} was made by an older sam-cd (checkpoint format {version}); the {method} "
+            f"architecture has changed since (format {ARCHITECTURE_SINCE[method]}), so its weights "
+            "cannot be converted. Retrain it with `python -m sam_cd_plugin train --method "
+            f"{method}` (or the Train algorithm).")
     state = payload.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path.name} holds no weights.")
     return state, meta
+
+
+def upgrade_checkpoint(path: Path | str, out: Path | str) -> Path:
+    """Rewrite the loadable checkpoint ``path`` in the current format at ``out`` (weights as
+    stored); CheckpointError for a file whose architecture changed (retrain it instead)."""
+    state, meta = _load(Path(path), mmap=False)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION,
+               "meta": json.dumps(meta, sort_keys=True), "state_dict": dict(state)}
+    return atomic_torch_save(payload, out)

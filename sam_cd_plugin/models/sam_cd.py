@@ -1,19 +1,36 @@
 """SAM-CD with text prompts: global features + masked attention on semantic priors + MLP decoder.
 
-See ../shared/SPEC.md. Per date, the Siamese encoder gives global features at four levels,
-each projected to ``dim`` channels (1×1 conv). A **semantic prior mask** per date (from category
-prompts: :mod:`.semantic_prior`) restricts a **masked attention module** (MAM) on the coarse
-levels (strides 16 and 32): tokens attend only to tokens inside the prior mask, and tokens outside
-it get no local feature, so the local features describe the categories of interest only. Local
-and global features are fused (1×1 conv on their concatenation, residual), the two dates are
-combined per level (``concat(f1, f2, |f1 − f2|)`` → 1×1 conv), and an all-MLP decoder (1×1
-projections, upsampling to stride 4, concatenation with both priors, 1×1 fusion, 1×1 classifier)
-gives the change logit, upsampled to the input size.
+This is the *seed paper's* SAM-CD ("Segment Anything Model Guided Semantic Knowledge Learning for
+Remote Sensing Change Detection": transformer features, SAM masks selected by category text
+prompts, masked attention), not Ding et al.'s FastSAM-adaptor baseline (TGRS 2024,
+DingLei14/SAM-CD) that SAM-CEM-CD compares against. Point by point (../shared/SPEC.md):
+
+- **Encoder** (follows the paper): a transformer; the default is SAM2's Hiera (``sam2-t``),
+  MobileSAM's TinyViT (``mobilesam``) also fits; the CNN FastSAM encoders still work (*not* the
+  paper's). Siamese (both dates in one batch), fine-tuned unless ``freeze_encoder``. Each of the
+  four levels (strides 4/8/16/32) is projected to ``dim`` channels (1×1 conv).
+- **Semantic prior** (follows the paper): per date, a SAM-family everything-segmenter (FastSAM,
+  weights in the checkpoint) proposes masks, CLIP scores each mask's crop against the category
+  prompts, and the prior is the per-pixel best category probability (:mod:`.semantic_prior`).
+  The prompts' text embeddings are computed once per model. *Differs*: at detection the prior is
+  computed per cell of a map-anchored grid from a window twice the tile (:mod:`..engine.prior_field`),
+  so it does not change at tile borders; in training, per training crop.
+- **MAM** (follows the paper): masked attention at *every* level — tokens attend only to tokens
+  inside the prior mask, tokens outside get no local feature. *Differs*: at strides 4 and 8 the
+  attention runs in 16×16-token windows (global attention there costs ``(h·w)²``); global at
+  strides 16 and 32. Local and global features are fused (1×1 conv on their concatenation,
+  residual).
+- **Decoder** (follows the paper's MLP decoder): per level ``concat(f1, f2, |f1 − f2|)`` → 1×1
+  conv, 1×1 projections, upsampling to stride 4, concatenation with both priors, 1×1 fusion and
+  classifier, upsampled to the input size.
+- **Loss and recipe** (*differs*): CEM (SAM-CEM-CD's loss) and SAM-CEM-CD's SGD/poly settings by
+  default (:mod:`..engine.recipes`); ``--loss bce-dice`` is available.
 
 Prompts: ``SamCd(prompts=[...])`` needs a CLIP model (:meth:`SamCd.attach_clip`) and a mask
 generator (a submodule, saved in the checkpoint). Without prompts the model uses the documented
 **prompt-free prior**: an all-ones mask, which turns MAM into plain self-attention; nothing
-pretends prompts were applied (:meth:`SamCd.prior_description`).
+pretends prompts were applied (:meth:`SamCd.prior_description`). A model trained with prompts can
+run without them (``prompts=[]`` at build time: its mask generator stays, CLIP is not needed).
 """
 from __future__ import annotations
 
@@ -27,6 +44,9 @@ from ..core.errors import WeightsError
 from .encoders import Encoder
 from .semantic_prior import (DEFAULT_CLIP_MODEL, ClipScorer, MaskGenerator, SemanticPrior,
                              clip_weights_hint)
+
+
+MAM_WINDOW = 16  # tokens per window side of MAM at strides 4 and 8
 
 
 def conv_bn_relu(c_in: int, c_out: int, k: int = 1) -> nn.Sequential:
@@ -45,13 +65,17 @@ class MaskedAttention(nn.Module):
     ``forward(x (B, C, h, w), mask (B, 1, h, w) bool) -> (B, C, h, w)``. The output depends only
     on the features inside the mask, and is zero at tokens outside it (and everywhere when the
     mask is empty). Positional information: a depthwise 3×3 conv applied *after* masking.
+    With ``window`` the attention runs inside non-overlapping ``window × window`` token windows
+    (the map zero-padded to whole windows), as at the fine levels where attention over all
+    tokens would cost ``(h·w)²``.
     """
 
-    def __init__(self, dim: int, heads: int = 4) -> None:
+    def __init__(self, dim: int, heads: int = 4, window: int | None = None) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError("dim must be divisible by heads")
         self.heads = heads
+        self.window = window
         self.pos = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -65,6 +89,22 @@ class MaskedAttention(nn.Module):
         keep_f = keep.to(x.dtype)
         x = x * keep_f
         x = x + self.pos(x) * keep_f
+        s = self.window
+        if s is None or (h <= s and w <= s):
+            return self._attend(x, keep)
+        ph, pw = -h % s, -w % s
+        x, keep = F.pad(x, (0, pw, 0, ph)), F.pad(keep, (0, pw, 0, ph))
+        gh, gw = (h + ph) // s, (w + pw) // s
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) → (B·gh·gw, C, s, s)
+            return t.view(b, -1, gh, s, gw, s).permute(0, 2, 4, 1, 3, 5).reshape(-1, t.shape[1], s, s)
+
+        out = self._attend(split(x), split(keep))
+        out = out.view(b, gh, gw, c, s, s).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h + ph, w + pw)
+        return out[:, :, :h, :w]
+
+    def _attend(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
         tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
         key_ok = keep.flatten(1)  # (B, N)
         empty = ~key_ok.any(dim=1)
@@ -86,7 +126,8 @@ class SamCd(nn.Module):
 
     def __init__(self, encoder: Encoder, prompts: Sequence[str] = (),
                  mask_generator: MaskGenerator | None = None, dim: int = 64, heads: int = 4,
-                 mam_levels: Sequence[int] = (2, 3), clip_model: str = DEFAULT_CLIP_MODEL) -> None:
+                 mam_levels: Sequence[int] = (0, 1, 2, 3), window: int = MAM_WINDOW,
+                 clip_model: str = DEFAULT_CLIP_MODEL) -> None:
         super().__init__()
         self.encoder = encoder
         self.prompts = [p.strip() for p in prompts if p.strip()]
@@ -95,10 +136,13 @@ class SamCd(nn.Module):
             raise ValueError("prompts need a mask generator")
         self.mask_generator = mask_generator
         self._clip: ClipScorer | None = None  # never a submodule: CLIP weights stay out of checkpoints
+        self._prior: SemanticPrior | None = None
         n = len(encoder.channels)
         self.mam_levels = tuple(i for i in mam_levels if i < n)
         self.proj = nn.ModuleList(conv_bn_relu(c, dim) for c in encoder.channels)
-        self.mam = nn.ModuleDict({str(i): MaskedAttention(dim, heads) for i in self.mam_levels})
+        self.mam = nn.ModuleDict({
+            str(i): MaskedAttention(dim, heads, window if encoder.strides[i] < 16 else None)
+            for i in self.mam_levels})
         self.fuse_local = nn.ModuleDict({str(i): conv_bn_relu(2 * dim, dim) for i in self.mam_levels})
         self.temporal = nn.ModuleList(conv_bn_relu(3 * dim, dim) for _ in range(n))
         self.mlp = nn.ModuleList(nn.Conv2d(dim, dim, 1) for _ in range(n))
@@ -108,6 +152,12 @@ class SamCd(nn.Module):
     def attach_clip(self, clip: ClipScorer) -> None:
         """Use ``clip`` to score the mask generator's masks against the prompts."""
         self._clip = clip
+        self._prior = None
+
+    @property
+    def uses_prior(self) -> bool:
+        """True when :meth:`semantic_prior` computes priors from prompts (not the all-ones one)."""
+        return bool(self.prompts)
 
     def prior_description(self) -> str:
         """One line for users: which prior this model uses."""
@@ -125,8 +175,10 @@ class SamCd(nn.Module):
             raise WeightsError(
                 f"This SAM-CD model uses the text prompts {self.prompts}; they need "
                 f"{clip_weights_hint(self.clip_model)}. Give that file.")
+        if self._prior is None:  # one per model: the prompts' text embeddings are computed once
+            self._prior = SemanticPrior(self._clip, self.mask_generator, self.prompts)
         self._clip.to(images.device)
-        return SemanticPrior(self._clip, self.mask_generator, self.prompts)(images)
+        return self._prior(images)
 
     # -- network ----------------------------------------------------------------------------------
     def forward(self, before: torch.Tensor, after: torch.Tensor,

@@ -177,15 +177,24 @@ class ClipScorer:
         self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
 
-    @torch.no_grad()
-    def category_probability(self, crops: torch.Tensor, prompts: Sequence[str],
-                             background: Sequence[str] = BACKGROUND_TEXTS) -> torch.Tensor:
-        """``(N,)`` probability that each crop shows one of ``prompts`` (vs. background texts)."""
+    @staticmethod
+    def category_texts(prompts: Sequence[str], background: Sequence[str] = BACKGROUND_TEXTS
+                       ) -> list[str]:
+        """The texts scored: the prompts first, then the background texts that are not prompts."""
         prompts = [p.strip() for p in prompts if p.strip()]
         lowered = {p.lower() for p in prompts}
         others = [b for b in background if b.lower() not in lowered]
-        texts = [PROMPT_TEMPLATE.format(t) for t in [*prompts, *others]]
-        text = self.encode_text(texts)
+        return [PROMPT_TEMPLATE.format(t) for t in [*prompts, *others]]
+
+    @torch.no_grad()
+    def category_probability(self, crops: torch.Tensor, prompts: Sequence[str],
+                             background: Sequence[str] = BACKGROUND_TEXTS,
+                             text: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N,)`` probability that each crop shows one of ``prompts`` (vs. background texts);
+        ``text``: the embeddings of :meth:`category_texts`, when already computed."""
+        prompts = [p.strip() for p in prompts if p.strip()]
+        if text is None:
+            text = self.encode_text(self.category_texts(prompts, background))
         image = self.encode_images(crops)
         scale = self.model.logit_scale.exp().clamp(max=100.0)
         probs = (scale * image @ text.t()).softmax(dim=-1)
@@ -330,6 +339,7 @@ class SemanticPrior:
         if not self.prompts:
             raise ValueError("SemanticPrior needs at least one non-empty prompt")
         self.clip, self.generator, self.background = clip, generator, tuple(background)
+        self._text: torch.Tensor | None = None  # the prompts' text embeddings, computed once
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -340,7 +350,10 @@ class SemanticPrior:
             masks = self.generator(image)
             if masks.shape[0] == 0:
                 continue
+            if self._text is None or self._text.device != images.device:
+                self._text = self.clip.encode_text(self.clip.category_texts(self.prompts,
+                                                                            self.background))
             probs = self.clip.category_probability(mask_crops(image, masks, fill), self.prompts,
-                                                   self.background)
+                                                   self.background, text=self._text)
             out[b, 0] = (masks.float() * probs.view(-1, 1, 1).to(out)).amax(dim=0)
         return out

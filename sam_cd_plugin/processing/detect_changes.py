@@ -37,6 +37,7 @@ from .algorithm_base import SamCdAlgorithm
 from ..dependencies import REQUIRED_PACKAGES, install_hint, missing_dependencies
 from ..paths import default_checkpoint
 from ..core.errors import InputError
+from ..core.prompts import parse_prompts
 from ..core.validation import check_raster_file
 from ..core.writers import PROBABILITY_FORMATS
 from .compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, VECTOR_POLYGON
@@ -130,8 +131,10 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
             "names of each changed region; regions smaller than the <b>minimum polygon area</b> "
             "are dropped.</p>"
             "<p><b>Category prompts</b> (e.g. <i>building, road</i>) steer SAM-CD checkpoints to "
-            "those categories; they need the CLIP weights file. Other methods find changes of any "
-            "kind and ignore prompts.</p>"
+            "those categories; they need the CLIP weights file. Left <b>empty</b>, the checkpoint's "
+            "own prompts are used; <b>none</b> (or <b>-</b>) runs without a semantic prior (no "
+            "CLIP file needed; a checkpoint trained with prompts warns that it may be less "
+            "accurate). Other methods find changes of any kind and ignore prompts.</p>"
             "<p>Cancelling stops after the current tile and leaves no output file. "
             "Needs the Python packages torch and ultralytics.</p>"
         )
@@ -173,7 +176,8 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
         self.addParameter(
             QgsProcessingParameterString(
                 self.PROMPTS,
-                self.tr("Category prompts, comma-separated (SAM-CD only; empty: the checkpoint's)"),
+                self.tr("Category prompts, comma-separated (SAM-CD only; empty: the checkpoint's; "
+                        "'none': no semantic prior)"),
                 defaultValue="",
                 optional=True,
             )
@@ -394,8 +398,7 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
                 f"name ending in .gpkg (got '{polygons_path}')."
             )
 
-        prompt_text = self.parameterAsString(parameters, self.PROMPTS, context).strip()
-        prompts = [p.strip() for p in prompt_text.split(",") if p.strip()] if prompt_text else None
+        prompts = parse_prompts(self.parameterAsString(parameters, self.PROMPTS, context))
         clip_weights = self.parameterAsFile(parameters, self.CLIP_WEIGHTS, context) or None
 
         options = DetectionOptions(

@@ -51,7 +51,8 @@ def test_gradients_reach_head_and_encoder(method, encoder):
     assert logits.shape == (2, 1, 128, 128)
     (logits ** 2).mean().backward()
     if method == "sam2-cd":
-        parts = [model.head, model.asg, model.glcam, model.msffm, model.proj]
+        parts = [model.heads, model.gates, model.neck, model.fusion, model.temporal, model.context,
+                 model.attention]
     else:
         parts = [model.decode, model.mam, model.fuse_local, model.temporal, model.proj]
     for part in parts + [model.encoder]:
@@ -77,6 +78,91 @@ def test_sam2_cd_deep_supervision_outputs():
     assert [tuple(o.shape) for o in outs] == [(1, 1, 128, 128)] * 3
     torch.testing.assert_close(outs[0], main)
     assert not torch.allclose(outs[1], outs[2])
+
+
+def _sam2_cd(encoder: str = "sam2-t") -> Sam2Cd:
+    model = _build("sam2-cd", encoder)
+    assert isinstance(model, Sam2Cd)
+    return model.eval()
+
+
+def test_sam2_cd_gates_run_inside_the_trunk_after_its_global_attention_blocks():
+    model = _sam2_cd()
+    trunk = model.encoder.trunk
+    calls: list[str] = []
+    running = []
+    trunk.register_forward_pre_hook(lambda m, i: running.append(True))
+    trunk.register_forward_hook(lambda m, i, o: running.clear())
+    for i, block in enumerate(trunk.blocks):
+        block.register_forward_hook(lambda m, i_, o, i=i: calls.append(f"block{i}"))
+    for k, gate in enumerate(model.gates):
+        gate.register_forward_hook(
+            lambda m, i_, o, k=k: calls.append(f"gate{k}" + ("" if running else " outside")))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128))
+    global_blocks = list(trunk.global_att_blocks)  # sam2-t: 5, 7, 9, all at stride 16
+    assert len(model.gates) == len(global_blocks) == 3
+    for k, b in enumerate(global_blocks):
+        assert calls[calls.index(f"block{b}") + 1] == f"gate{k}", calls
+        assert trunk.blocks[b].dim_out == 384  # the stride-16 stage of Hiera-T
+    calls.clear()
+    with torch.no_grad():
+        model.encoder(torch.rand(2, 3, 64, 64))  # the encoder alone: no gate
+    assert not any(c.startswith("gate") for c in calls)
+
+
+def test_sam2_cd_stride16_features_of_both_dates_change_when_one_date_changes():
+    model = _sam2_cd()
+    torch.manual_seed(1)
+    before, after = torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128)
+    other_after = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        gated, gated2 = model.encode(before, after)[2], model.encode(before, other_after)[2]
+        plain = model.encoder(torch.cat([before, after]))[2]
+        plain2 = model.encoder(torch.cat([before, other_after]))[2]
+    assert (gated[0] - gated2[0]).abs().max() > 1e-4  # T1's features see T2 while encoded
+    assert (gated[1] - gated2[1]).abs().max() > 1e-4
+    torch.testing.assert_close(plain[0], plain2[0])  # without the gates the dates are separate
+
+
+def test_sam2_cd_every_scale_receives_every_levels_branch():
+    model = _sam2_cd()
+    sizes = [(32, 32), (16, 16), (8, 8), (4, 4)]
+    levels = [torch.randn(2, 256, *s, requires_grad=True) for s in sizes]
+    outs = model.fusion(levels)
+    assert [tuple(o.shape[-2:]) for o in outs] == sizes[:3]  # strides 4, 8, 16
+    for s, out in enumerate(outs):
+        grads = torch.autograd.grad(out.sum(), levels, retain_graph=True)
+        assert all(g.abs().sum() > 0 for g in grads), f"scale {s} misses a level"
+    assert len(model.fusion.branches) == 3 and all(len(b) == 4 for b in model.fusion.branches)
+
+
+def test_sam2_cd_neck_is_sam2s_fpn_at_256_channels():
+    model = _sam2_cd()
+    feats = model.encode(torch.rand(1, 3, 128, 128), torch.rand(1, 3, 128, 128))
+    neck = model.neck(feats)
+    assert [tuple(n.shape[1:]) for n in neck] == [(256, 32, 32), (256, 16, 16), (256, 8, 8), (256, 4, 4)]
+    assert type(model.neck.fpn).__name__ == "FpnNeck"
+
+
+def test_sam2_cd_on_a_cnn_encoder_gates_its_stride16_output():
+    model = _sam2_cd("fastsam-s")
+    assert model.gate_after_encoder == 2 and len(model.gates) == 1
+    torch.manual_seed(1)
+    before, after, other = (torch.rand(1, 3, 64, 64) for _ in range(3))
+    with torch.no_grad():
+        a, b = model.encode(before, after)[2], model.encode(before, other)[2]
+    assert (a[0] - b[0]).abs().max() > 1e-4
+
+
+def test_bce_dice_loss_is_bce_plus_one_minus_dice():
+    from sam_cd_plugin.models.bce_dice_loss import bce_dice_loss
+
+    label = torch.zeros(1, 1, 8, 8)
+    label[..., :4, :] = 1
+    perfect = (label * 2 - 1) * 50
+    assert bce_dice_loss(perfect, label) < 1e-3
+    assert bce_dice_loss(-perfect, label) > 1.9
 
 
 # -- SAM-CD: masked attention -------------------------------------------------------------------
@@ -115,6 +201,29 @@ def test_mam_attends_across_the_mask():
     far[0:4, 1:4] = False  # exclude the token and its 3×3 (positional conv) neighbourhood
     assert (diff[0][far] > 1e-6).all()
     assert diff[1].max() == 0  # the other image is untouched
+
+
+def test_windowed_mam_attends_within_windows_only():
+    torch.manual_seed(0)
+    mam = MaskedAttention(16, heads=2, window=4).eval()
+    mask = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    x = torch.randn(1, 16, 8, 8)
+    y = x.clone()
+    y[0, :, 0, 0] += 5.0  # top-left window
+    with torch.no_grad():
+        diff = (mam(x, mask) - mam(y, mask)).abs().sum(dim=1)[0]
+    assert (diff[:4, :4] > 1e-6).all() and diff[4:, 4:].max() == 0
+    whole, plain = MaskedAttention(16, heads=2, window=8).eval(), MaskedAttention(16, heads=2).eval()
+    whole.load_state_dict(mam.state_dict())
+    plain.load_state_dict(mam.state_dict())
+    with torch.no_grad():  # a window as large as the map is plain masked attention
+        torch.testing.assert_close(whole(x, mask), plain(x, mask))
+
+
+def test_sam_cd_defaults_to_mam_at_every_level():
+    model = _build("sam-cd", "sam2-t")
+    assert sorted(model.mam) == ["0", "1", "2", "3"]
+    assert [model.mam[str(i)].window for i in range(4)] == [16, 16, None, None]
 
 
 def test_mam_with_empty_mask_gives_zeros_not_nan():

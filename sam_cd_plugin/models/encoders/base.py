@@ -54,6 +54,11 @@ class Encoder(nn.Module):
     def last_stage(self) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def exchange_sites(self) -> list[tuple[nn.Module, int]]:
+        """``(block, channels)`` of the stride-16 global-attention blocks whose channels-last
+        outputs a method may gate with forward hooks (SAM2-CD's ASG); none by default."""
+        return []
+
 
 _BUILDERS: dict[str, Callable[[], Encoder]] = {}
 _WEIGHT_LOADERS: dict[str, Callable[[Encoder, Path], None]] = {}

@@ -30,6 +30,7 @@ from .base import Encoder, register
 
 _BUILDERS = {"sam2-t": "build_sam2_t", "sam2-s": "build_sam2_s", "sam2-b+": "build_sam2_b"}
 _FILE_PREFIX = "image_encoder.trunk."
+_NECK_PREFIX = "image_encoder.neck."
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -59,6 +60,12 @@ class Sam2Encoder(Encoder):
             raise RuntimeError(f"Hiera returned {len(feats)} levels instead of 4")
         return list(feats)
 
+    def exchange_sites(self) -> list[tuple[nn.Module, int]]:
+        """Hiera's global-attention blocks of the stride-16 stage, with their width."""
+        first, last = self.trunk.stage_ends[1] + 1, self.trunk.stage_ends[2]
+        return [(self.trunk.blocks[i], int(self.trunk.blocks[i].dim_out))
+                for i in self.trunk.global_att_blocks if first <= i <= last]
+
     def last_stage(self) -> nn.Module:
         """The blocks of the last Hiera stage, including its stride-2 query-pooling block."""
         first = self.trunk.stage_ends[-2] + 1
@@ -72,6 +79,16 @@ def load_sam2_weights(encoder: Sam2Encoder, path: Path) -> None:
     state = load_ultralytics_state_dict(path)
     trunk = {k[len(_FILE_PREFIX):]: v for k, v in state.items() if k.startswith(_FILE_PREFIX)}
     copy_matching(encoder.trunk, trunk, path, encoder.name, full=state, strict_extra=True)
+
+
+def load_sam2_neck_weights(neck: nn.Module, path: Path, name: str) -> None:
+    """Load the ``image_encoder.neck.`` tensors of Meta's sam2 file into an ``FpnNeck``."""
+    from .weights import copy_matching, load_ultralytics_state_dict
+
+    state = load_ultralytics_state_dict(path)
+    tensors = {k[len(_NECK_PREFIX):]: v for k, v in state.items() if k.startswith(_NECK_PREFIX)
+               and ".position_encoding." not in k}
+    copy_matching(neck, tensors, path, name, full=state)
 
 
 for _name, _builder in _BUILDERS.items():
