@@ -3,8 +3,7 @@
 Settings left unset (``None``) come from the method's recipe (:mod:`.recipes`): SAM-CEM-CD's
 paper (SGD, lr 0.01, poly decay power 2, CEM) for ``sam-cem-cd`` and ``sam-cd``, the SAM2-CD
 reference (AdamW, one-cycle cosine, BCE + Dice, ±30° rotation on top of the per-date colour
-jitter every method gets) for
-``sam2-cd``. Models with several supervised outputs (:meth:`Sam2Cd.forward_train`) get the loss
+jitter every method gets) for ``sam2-cd``. Models with several supervised outputs (:meth:`Sam2Cd.forward_train`) get the loss
 on each, weight 1 each as in the reference code.
 
 Each epoch: train, re-estimate BatchNorm statistics, score the validation pairs, and write
@@ -106,14 +105,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         """InputError for a setting that cannot work, before anything is loaded."""
+        if self.method not in METHODS:
+            raise InputError(f"Unknown method '{self.method}'. Use one of: {', '.join(METHODS)}.")
         if not 0.0 <= self.delta < 1.0:
             raise InputError(f"δ must be in [0, 1), got {self.delta}.")
         if self.input_size % 32 or self.input_size < 64:
             raise InputError("Input size must be a multiple of 32, at least 64.")
         if self.optimizer not in ("sgd", "adamw"):
             raise InputError("Optimizer must be 'sgd' or 'adamw'.")
-        if self.method not in METHODS:
-            raise InputError(f"Unknown method '{self.method}'. Use one of: {', '.join(METHODS)}.")
         for name, choices in (("loss", LOSSES), ("schedule", SCHEDULES), ("augment", AUGMENTS)):
             if getattr(self, name) not in choices:
                 raise InputError(f"{name} must be one of {', '.join(choices)}.")

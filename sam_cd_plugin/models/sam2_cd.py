@@ -36,6 +36,8 @@ of its authors' reference code listed in ../shared/SPEC.md. Structure, point by 
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +48,8 @@ NECK_CHANNELS = 256  # SAM2's FPN width
 BRANCH_CHANNELS = 32
 FUSED_CHANNELS = 64
 OUTPUT_LEVELS = 3  # strides 4, 8, 16
+# True while Sam2Cd runs its encoder on a [T1; T2] batch (per thread: detections may run in parallel)
+_PAIRED: ContextVar[bool] = ContextVar("sam2_cd_paired", default=False)
 
 
 def conv_bn_relu(c_in: int, c_out: int, k: int = 3) -> nn.Sequential:
@@ -57,8 +61,8 @@ class TemporalGate(nn.Module):
     """ASG: ``forward(x1, x2) -> (x1', x2')`` on channels-last ``(..., C)`` tokens of each date.
 
     :meth:`hook` is the forward hook put on a trunk block: it splits the block's output batch
-    ``[T1; T2]`` in halves and gates them, while :attr:`active` (set by :class:`Sam2Cd` around
-    its encoder call, so the encoder alone is unchanged)."""
+    ``[T1; T2]`` in halves and gates them, only while :class:`Sam2Cd` runs its encoder (so the
+    encoder called alone is unchanged)."""
 
     def __init__(self, channels: int, reduction: int = 4) -> None:
         super().__init__()
@@ -66,14 +70,13 @@ class TemporalGate(nn.Module):
         self.mask = nn.Sequential(nn.Linear(2 * channels, hidden), nn.GELU(), nn.Linear(hidden, 1))
         self.exchange = nn.Sequential(nn.Linear(channels, channels), nn.GELU(),
                                       nn.Linear(channels, channels))
-        self.active = False
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = torch.sigmoid(self.mask(torch.cat([x1, x2], dim=-1)))
         return x1 + self.exchange(x2 * m), x2 + self.exchange(x1 * m)
 
     def hook(self, block: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
-        if not self.active:
+        if not _PAIRED.get():
             return None
         n = output.shape[0] // 2
         return torch.cat(self(output[:n], output[n:]), dim=0)
@@ -201,13 +204,11 @@ class Sam2Cd(nn.Module):
 
     def encode(self, before: torch.Tensor, after: torch.Tensor) -> list[torch.Tensor]:
         """Both dates' gated encoder features ``(2B, C, h, w)`` per level (T1 first)."""
-        for gate in self.gates:
-            gate.active = True
+        token = _PAIRED.set(True)
         try:
             feats = list(self.encoder(torch.cat([before, after], dim=0)))
         finally:
-            for gate in self.gates:
-                gate.active = False
+            _PAIRED.reset(token)
         if self.gate_after_encoder is not None:
             i = self.gate_after_encoder
             feats[i] = self.gates[0].channels_first(feats[i])

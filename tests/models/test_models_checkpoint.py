@@ -58,3 +58,41 @@ def test_plain_state_dict_is_not_a_sam_cd_checkpoint(tmp_path):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def _format1(path, method, encoder="fastsam-s"):
+    """A checkpoint as sam-cd's format 1 wrote it (the weights layout is the same)."""
+    import json
+
+    torch.manual_seed(0)
+    meta = {"method": method, "encoder": encoder, "input_size": 64, "delta": 0.3}
+    state = {k: v.half() if v.is_floating_point() else v
+             for k, v in build_model(meta).state_dict().items()}
+    torch.save({"format": "sam-cd-checkpoint", "format_version": 1,
+                "meta": json.dumps(meta), "state_dict": state}, path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["sam2-cd", "sam-cd"])
+def test_format1_checkpoints_of_changed_architectures_are_refused_with_advice(tmp_path, method):
+    from sam_cd_plugin.models.checkpoint import upgrade_checkpoint
+
+    old = _format1(tmp_path / "old.pt", method)
+    with pytest.raises(CheckpointError, match="older sam-cd.*Retrain"):
+        load_checkpoint(old)
+    with pytest.raises(CheckpointError, match="older sam-cd"):
+        upgrade_checkpoint(old, tmp_path / "new.pt")
+
+
+def test_format1_sam_cem_cd_loads_and_converts(tmp_path):
+    from sam_cd_plugin.models.checkpoint import FORMAT_VERSION, upgrade_checkpoint
+    from sam_cd_plugin.paths import default_checkpoint
+
+    old = _format1(tmp_path / "old.pt", "sam-cem-cd")
+    state, meta = load_checkpoint(old)
+    new = upgrade_checkpoint(old, tmp_path / "new.pt")
+    assert torch.load(new, weights_only=True)["format_version"] == FORMAT_VERSION == 2
+    state2, meta2 = load_checkpoint(new)
+    assert meta2 == meta and all(torch.equal(state[k], state2[k]) for k in state)
+    _, bundled = load_checkpoint(default_checkpoint())  # the shipped SAM-CEM-CD checkpoint
+    assert bundled["method"] == "sam-cem-cd"
