@@ -13,7 +13,7 @@ export YOLO_OFFLINE ?= 1
 export YOLO_AUTOINSTALL ?= false
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.ultralytics
 
-.PHONY: setup apt test demo package install-plugin bench clean
+.PHONY: setup apt test test-qgis-3.40 test-qgis-3.44 demo package install-plugin bench clean
 
 setup: apt $(VENV)/.installed
 
@@ -36,6 +36,15 @@ $(VENV)/.installed: requirements.txt
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
 	$(PY) -m bandit -q -c bandit.yaml -r sam_cd_plugin
+
+# The QGIS tier on QGIS 3.40 LTR (Debian trixie) and 3.44 (Debian sid), each in a debootstrap chroot
+# cached under $$SAM_CD_CHROOT_CACHE (default /var/cache/sam-cd); built on first use. Needs root.
+# PYTEST_ARGS overrides what runs inside (default: tests/qgis -q).
+test-qgis-3.40:
+	$(SUDO) ci/qgis_chroot.sh trixie $(PYTEST_ARGS)
+
+test-qgis-3.44:
+	$(SUDO) ci/qgis_chroot.sh sid $(PYTEST_ARGS)
 
 demo: setup
 	@mkdir -p $(DEMO_DIR)
