@@ -91,7 +91,8 @@ def main() -> int:
             failures += 1
             print(f"FAILED    {check.__name__}: {type(exc).__name__}: {exc}")
     for path in sorted((REPO / "sam_cd_plugin" / "gui").glob("*.py")) + [REPO / "sam_cd_plugin" / "plugin.py"]:
-        name = "sam_cd_plugin." + ".".join(path.relative_to(REPO / "sam_cd_plugin").with_suffix("").parts)
+        parts = path.relative_to(REPO / "sam_cd_plugin").with_suffix("").parts
+        name = ".".join(("sam_cd_plugin",) + tuple(p for p in parts if p != "__init__"))
         try:
             importlib.import_module(name)
             print(f"imported  {name}")
