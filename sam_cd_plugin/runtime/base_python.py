@@ -17,7 +17,7 @@ Python (:func:`check_base_python`, which also needs ``venv`` and a pip: the base
 from __future__ import annotations
 
 import json
-# Runs runs the Python interpreter found here, with fixed arguments.
+# Runs the Python interpreter found here, with fixed arguments.
 import subprocess  # nosec B404
 import sys
 from dataclasses import dataclass

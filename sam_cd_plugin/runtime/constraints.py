@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-# Runs runs the venv's own interpreter with fixed arguments.
+# Runs the venv's own interpreter with fixed arguments.
 import subprocess  # nosec B404
 from dataclasses import dataclass
 from pathlib import Path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
-# Runs runs nvidia-smi and the engine's interpreter with fixed arguments.
+# Runs nvidia-smi and the engine's interpreter with fixed arguments.
 import subprocess  # nosec B404
 import sys
 from pathlib import Path

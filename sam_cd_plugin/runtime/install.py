@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
-# Runs runs the new venv's interpreter with fixed arguments.
+# Runs the new venv's interpreter with fixed arguments.
 import subprocess  # nosec B404
 import sys
 from dataclasses import dataclass

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
-# Runs runs the runtime's own interpreters with argument lists.
+# Runs the runtime's own interpreters with argument lists.
 import subprocess  # nosec B404
 import sys
 import threading

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
-# Runs runs the interpreter the user named, with fixed arguments.
+# Runs the interpreter the user named, with fixed arguments.
 import subprocess  # nosec B404
 from pathlib import Path
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-# Runs runs nvidia-smi with fixed arguments.
+# Runs nvidia-smi with fixed arguments.
 import subprocess  # nosec B404
 from dataclasses import dataclass
 

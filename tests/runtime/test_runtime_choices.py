@@ -109,3 +109,14 @@ def test_hash_ignores_comments_but_not_pins(tmp_path):
 
 def test_engine_requirements_pin_torch_and_torchvision():
     assert sorted(line.split("==")[0] for line in torch_lines(ENGINE_REQUIREMENTS)) == ["torch", "torchvision"]
+
+
+def test_runtime_package_imports_only_the_standard_library():
+    import subprocess
+    import sys
+
+    code = ("import sys; import sam_cd_plugin.runtime, sam_cd_plugin.cli.runtime\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'qgis', 'numpy', 'osgeo', 'PyQt5', 'tqdm'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=__import__("pathlib").Path(__file__).resolve().parents[2]).stdout
+    assert out.strip() == "[]"
