@@ -117,25 +117,23 @@ def test_failures_become_one_clear_engine_error(engine, tiny_checkpoint, tmp_pat
     disk = user_error(OSError(28, "No space left on device", "/data/c.tif"), "Change detection")
     assert isinstance(disk, EngineError) and "/data/c.tif" in str(disk) and "disk" in str(disk)
     # a real torch RuntimeError: a checkpoint whose declared input size the network cannot take
-    broken = tmp_path / "odd_size.pt"
-    _with_meta(tiny_checkpoint, broken, input_size=100)
+    broken = _odd_size_checkpoint(tmp_path / "odd_size.pt")
     with pytest.raises((EngineError, InputError, CheckpointError)) as info:
         engine.detect(demo_request(broken, tmp_path / "c.tif"))
     assert "Traceback" not in str(info.value) and str(info.value)
     assert not (tmp_path / "c.tif").exists()
 
 
-def _with_meta(source: Path, target: Path, **changes) -> Path:
-    import json
-
+def _odd_size_checkpoint(path: Path) -> Path:
     import torch
 
-    payload = torch.load(source, map_location="cpu", weights_only=True)
-    meta = json.loads(payload["meta"])
-    meta.update(changes)
-    payload["meta"] = json.dumps(meta, sort_keys=True)
-    torch.save(payload, target)
-    return target
+    from sam_cd_plugin.models.checkpoint import save_checkpoint
+    from sam_cd_plugin.models.registry import build_model
+
+    torch.manual_seed(0)
+    meta = {"method": "sam-cem-cd", "encoder": "fastsam-s", "delta": 0.3, "input_size": 100,
+            "training": {"data": [], "note": "input size the network cannot take, for tests"}, "metrics": {}}
+    return save_checkpoint(path, build_model(meta).eval(), meta)
 
 
 def test_bundled_checkpoint_is_a_reference_resolved_now(tmp_path):
