@@ -125,3 +125,19 @@ def iface_browser(qgis_iface, monkeypatch):
     monkeypatch.setattr(qgis_iface, "browserModel", lambda: model, raising=False)
     yield qgis_iface
     del model
+
+
+@pytest.fixture
+def iface_layer_tree(qgis_iface, monkeypatch):
+    """pytest-qgis' iface stub with a real layer tree view of the project: from QGIS 3.44 on,
+    Processing hands ``iface.layerTreeView()`` to C++ (``QgsProcessingGuiUtils.addResultLayers``),
+    which refuses the stub's mock."""
+    from qgis.core import QgsLayerTreeModel, QgsProject
+    from qgis.gui import QgsLayerTreeView
+
+    model = QgsLayerTreeModel(QgsProject.instance().layerTreeRoot())
+    view = QgsLayerTreeView()
+    view.setModel(model)
+    monkeypatch.setattr(qgis_iface, "layerTreeView", lambda: view, raising=False)
+    yield qgis_iface
+    del view, model
