@@ -31,6 +31,8 @@ def add_parser(sub) -> None:
     b.add_argument("--repeats", type=int, default=5, help="timed runs (median reported)")
     b.add_argument("--warmup", type=int, default=1)
     b.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    b.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: process CPU time (CPU device), steadier on a shared machine")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=run)
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     config = BenchConfig(encoders=args.encoders, methods=args.methods or list(BENCH_METHODS),
                          sizes=args.sizes, batch_size=args.batch_size, repeats=args.repeats,
-                         warmup=args.warmup, device=args.device)
+                         warmup=args.warmup, device=args.device, clock=args.clock)
     with contextlib.redirect_stdout(sys.stderr):  # keep build chatter out of the table / JSON
         report = run_bench(config)
     print(json.dumps(report.as_dict(), indent=2) if args.json else format_bench(report))

@@ -27,6 +27,9 @@ from .device import autocast, autocast_dtype, describe_device, resolve_device
 log = logging.getLogger(__name__)
 ENCODER_ROW = "encoder"
 BENCH_METHODS = ("sam-cem-cd", "sam2-cd", "sam-cd", "sam-cd+prompts")
+#: ``wall``: elapsed time; ``cpu``: this process's CPU time (CPU device: on a machine shared with
+#: other jobs it stays near an idle run's figure when torch uses one thread)
+CLOCKS = ("wall", "cpu")
 
 
 @dataclass
@@ -41,6 +44,7 @@ class BenchConfig:
     warmup: int = 1
     device: str = "auto"
     max_masks: int = 32
+    clock: str = "wall"
 
     def validate(self) -> None:
         unknown = [m for m in self.methods if m not in BENCH_METHODS]
@@ -48,6 +52,8 @@ class BenchConfig:
             raise InputError(f"Unknown method(s) {unknown}. Use: {', '.join(BENCH_METHODS)}.")
         if any(s % 32 or s < 64 for s in self.sizes):
             raise InputError("Tile sizes must be multiples of 32, at least 64.")
+        if self.clock not in CLOCKS:
+            raise InputError(f"clock must be one of {', '.join(CLOCKS)}.")
         if self.batch_size < 1 or self.repeats < 1 or self.warmup < 0:
             raise InputError("batch size and repeats must be at least 1, warm-up at least 0.")
 
@@ -78,19 +84,20 @@ class BenchReport:
 
 
 def _time(fn: Callable[[], object], device: torch.device, dtype: torch.dtype | None,
-          repeats: int, warmup: int) -> float:
-    """Median seconds of ``fn()`` under no_grad (and autocast on CUDA)."""
+          repeats: int, warmup: int, clock: str = "wall") -> float:
+    """Median seconds of ``fn()`` under no_grad (and autocast on CUDA) on ``clock``."""
+    now = time.process_time if clock == "cpu" and device.type == "cpu" else time.perf_counter
     times = []
     with torch.inference_mode(), autocast(device, dtype):
         for i in range(warmup + repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            start = time.perf_counter()
+            start = now()
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i >= warmup:
-                times.append(time.perf_counter() - start)
+                times.append(now() - start)
     return statistics.median(times)
 
 
@@ -127,7 +134,8 @@ def run_bench(config: BenchConfig, progress: Callable[[BenchRow], None] | None =
         base: dict[int, float] = {}
         for size in config.sizes:
             x = torch.rand(2 * config.batch_size, 3, size, size, device=device)
-            base[size] = _time(lambda: bare(x), device, dtype, config.repeats, config.warmup)
+            base[size] = _time(lambda: bare(x), device, dtype, config.repeats, config.warmup,
+                               config.clock)
             record(BenchRow(name, ENCODER_ROW, size, config.batch_size, 1000 * base[size],
                             config.batch_size / base[size], 1.0))
         del bare
@@ -142,7 +150,8 @@ def run_bench(config: BenchConfig, progress: Callable[[BenchRow], None] | None =
                 b = torch.rand(config.batch_size, 3, size, size, device=device)
                 a = torch.rand(config.batch_size, 3, size, size, device=device)
                 try:
-                    seconds = _time(lambda: model(b, a), device, dtype, config.repeats, config.warmup)
+                    seconds = _time(lambda: model(b, a), device, dtype, config.repeats,
+                                    config.warmup, config.clock)
                 except torch.cuda.OutOfMemoryError:
                     torch.cuda.empty_cache()
                     record(BenchRow(name, method, size, config.batch_size, skipped="out of GPU memory"))

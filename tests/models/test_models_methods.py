@@ -94,7 +94,7 @@ def test_sam2_cd_gates_run_inside_the_trunk_after_its_global_attention_blocks():
     trunk.register_forward_pre_hook(lambda m, i: running.append(True))
     trunk.register_forward_hook(lambda m, i, o: running.clear())
     for i, block in enumerate(trunk.blocks):
-        block.register_forward_hook(lambda m, i_, o, i=i: calls.append(f"block{i}"))
+        block.register_forward_hook(lambda m, i_, o, i=i: calls.append(f"block{i}"), prepend=True)
     for k, gate in enumerate(model.gates):
         gate.register_forward_hook(
             lambda m, i_, o, k=k: calls.append(f"gate{k}" + ("" if running else " outside")))
@@ -148,11 +148,17 @@ def test_sam2_cd_neck_is_sam2s_fpn_at_256_channels():
 def test_sam2_cd_on_a_cnn_encoder_gates_its_stride16_output():
     model = _sam2_cd("fastsam-s")
     assert model.gate_after_encoder == 2 and len(model.gates) == 1
-    torch.manual_seed(1)
-    before, after, other = (torch.rand(1, 3, 64, 64) for _ in range(3))
+    gate = model.gates[0]
+    seen = []
+    gate.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
     with torch.no_grad():
-        a, b = model.encode(before, after)[2], model.encode(before, other)[2]
-    assert (a[0] - b[0]).abs().max() > 1e-4
+        model.encode(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64))
+        assert seen == [(1, 4, 4, 256)]  # T1's stride-16 map (FastSAM-s: 256 ch), channels last
+        x = torch.randn(2, 256, 4, 4)
+        y = x.clone()
+        y[1] += 1.0  # only T2 changes
+        a, b = gate.channels_first(x), gate.channels_first(y)
+    assert (a[0] - b[0]).abs().max() > 1e-3
 
 
 def test_bce_dice_loss_is_bce_plus_one_minus_dice():
