@@ -80,7 +80,7 @@ def test_other_methods_ignore_prompts_with_a_warning(tiny_checkpoint, caplog):
 
     with caplog.at_level(logging.WARNING):
         det = ChangeDetector(tiny_checkpoint, "cpu", prompts=["building"])
-    assert det.metadata["prompts"] == []
+    assert det.prompts == [] and not det.metadata.get("prompts")
     assert "ignored" in caplog.text
 
 
