@@ -51,6 +51,7 @@ def make_dock(qgis_iface, clean_samcd_settings):
     def make() -> SamCdDockWidget:
         dock = SamCdDockWidget(qgis_iface, qgis_iface.mainWindow())
         docks.append(dock)
+        settle(dock)  # the table, weights rows and device line say "checking…" until the engine answers
         return dock
 
     yield make
@@ -59,6 +60,12 @@ def make_dock(qgis_iface, clean_samcd_settings):
         dock.setParent(None)
         dock.deleteLater()
     assert wait_until(lambda: not detection_task._ACTIVE, timeout_milliseconds=RUN_TIMEOUT_MS)
+    process_events()
+
+
+def settle(dock: SamCdDockWidget) -> None:
+    """Wait until the dock's background checks have answered."""
+    assert wait_until(lambda: not dock.checking(), timeout_milliseconds=RUN_TIMEOUT_MS)
     process_events()
 
 
@@ -250,13 +257,17 @@ def test_weights_status_found_missing_wrong(make_dock, fastsam_s_file, tiny_chec
     text_file = tmp_path / "notes.pt"
     text_file.write_text("hello")
     panel.rows["fastsam-s"].picker.setFilePath(str(text_file))
+    assert status.text() == "checking…"
+    settle(dock)
     assert status.text() == "wrong model"
 
     panel.rows["fastsam-x"].picker.setFilePath(str(fastsam_s_file))  # FastSAM-s file on the FastSAM-x row
+    settle(dock)
     assert panel.rows["fastsam-x"].status.text() == "wrong model"
     assert "fastsam-x" in panel.rows["fastsam-x"].status.toolTip()
 
     panel.rows["fastsam-s"].picker.setFilePath(str(fastsam_s_file))
+    settle(dock)
     assert status.text() == "found"
     assert SamCdSettings().weights_path("fastsam-s") == str(fastsam_s_file)  # remembered
 
@@ -300,6 +311,7 @@ def test_download_checks_sha256_and_explains_offline(make_dock, fastsam_s_file, 
         dock.weights_panel.start_download("fastsam-s", url=url)
         assert not dock.weights_panel.progress.isHidden()  # shown while it runs
         assert wait_until(lambda: dock.weights_panel.progress.isHidden(), timeout_milliseconds=30_000)
+        settle(dock)
         assert target.is_file()
         assert dock.weights_panel.rows["fastsam-s"].status.text() == "found"
     finally:
@@ -311,8 +323,11 @@ def test_device_line(make_dock) -> None:
 
     dock = make_dock()
     dock.device_combo.setCurrentText("cpu")
+    settle(dock)
     assert dock.device_label.text().startswith("CPU (") and "threads" in dock.device_label.text()
     dock.device_combo.setCurrentText("cuda")
+    assert dock.device_label.text() == "checking…"
+    settle(dock)
     if torch.cuda.is_available():
         assert torch.cuda.get_device_name(0) in dock.device_label.text()
     else:
