@@ -125,3 +125,14 @@ def iface_browser(qgis_iface, monkeypatch):
     monkeypatch.setattr(qgis_iface, "browserModel", lambda: model, raising=False)
     yield qgis_iface
     del model
+
+
+@pytest.fixture(scope="session")
+def fastsam_s_file(tmp_path_factory) -> Path:
+    """A FastSAM-s weights file in the official ultralytics format (fresh architecture, fp16)."""
+    import torch
+    from ultralytics.nn.tasks import SegmentationModel
+
+    path = tmp_path_factory.mktemp("weights") / "FastSAM-s.pt"
+    torch.save({"model": SegmentationModel("yolov8s-seg.yaml", nc=1, verbose=False).half(), "ema": None}, path)
+    return path

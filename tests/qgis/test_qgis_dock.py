@@ -234,17 +234,6 @@ def test_table_sorts_by_delta_and_f1(make_dock, tiny_checkpoint, clean_samcd_set
     assert order() == ["d05.pt", "d03.pt", "d01.pt"]
 
 
-@pytest.fixture(scope="module")
-def fastsam_s_file(tmp_path_factory) -> Path:
-    """A FastSAM-s weights file in the official ultralytics format (fresh architecture, fp16)."""
-    import torch
-    from ultralytics.nn.tasks import SegmentationModel
-
-    path = tmp_path_factory.mktemp("weights") / "FastSAM-s.pt"
-    torch.save({"model": SegmentationModel("yolov8s-seg.yaml", nc=1, verbose=False).half(), "ema": None}, path)
-    return path
-
-
 def test_weights_status_found_missing_wrong(make_dock, fastsam_s_file, tiny_checkpoint, tmp_path) -> None:
     dock = make_dock()
     panel = dock.weights_panel
