@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEFAULT_CHECKPOINT_NAME", "default_checkpoint", "resource_path", "resources_dir"]
+__all__ = ["BUNDLED", "DEFAULT_CHECKPOINT_NAME", "default_checkpoint", "resolve_checkpoint", "resource_path",
+           "resources_dir"]
 
 DEFAULT_CHECKPOINT_NAME = "sam_cem_cd_fastsam-s.pt"
+#: What saved models, batch sheets and settings store for "the bundled checkpoint".
+BUNDLED = "bundled"
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -35,3 +38,19 @@ def resource_path(*parts: str) -> Path:
 def default_checkpoint() -> Path:
     """The bundled SAM-CEM-CD (FastSAM-s) checkpoint used when the user picks none."""
     return resource_path("checkpoints", DEFAULT_CHECKPOINT_NAME)
+
+
+def resolve_checkpoint(value: str | Path | None) -> Path:
+    """The checkpoint file a stored choice means, resolved now (not when the choice was saved).
+
+    Empty, ``None`` and ``"bundled"`` mean the bundled checkpoint; so does an absolute path of the
+    bundled file from an earlier plugin location (models and batch sheets saved before
+    ``"bundled"`` existed) once that file is gone. Any other value is a path, returned as given.
+    """
+    text = str(value).strip() if value is not None else ""
+    if text in ("", BUNDLED):
+        return default_checkpoint()
+    path = Path(text)
+    if path.name == DEFAULT_CHECKPOINT_NAME and path.parent.name == "checkpoints" and not path.exists():
+        return default_checkpoint()
+    return path

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from ..core.errors import DependencyError, SamCdError
 
-COMMANDS = ("detect", "train", "evaluate", "compare", "bench")
+COMMANDS = ("detect", "train", "evaluate", "compare", "bench", "runtime")
 
 
 def build_parser() -> argparse.ArgumentParser:

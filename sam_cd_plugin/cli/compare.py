@@ -28,27 +28,31 @@ def _expand(paths: list[Path]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.datasets import find_pairs
-    from ..engine.detector import DetectionOptions
-    from ..engine.evaluation import compare_checkpoints, format_table
+    from ..engine.evaluation import format_table
+    from ..engine.service import EvaluateRequest, get_engine
+    from .evaluate import confusion_matrix
+    from .progress import engine_log
 
-    pairs = find_pairs(args.data, args.include, args.split)
-    results = compare_checkpoints(_expand(args.checkpoints), pairs, args.device,
-                                  DetectionOptions(threshold=args.threshold))
+    engine = get_engine()
+    results = {path: engine.evaluate(EvaluateRequest(str(args.data), str(path), args.include, args.split,
+                                                     args.threshold, args.device),
+                                     log=engine_log(engine.transport))
+               for path in _expand(args.checkpoints)}
+    pairs = next(iter(results.values()))["pairs"]
     if args.json:
-        print(json.dumps({"data": str(args.data), "split": args.split, "pairs": len(pairs),
-                          "checkpoints": [{"checkpoint": str(path), "method": meta.get("method"),
-                                           "encoder": meta.get("encoder"), "delta": meta.get("delta"),
-                                           **ev.total.as_dict()}
-                                          for path, (meta, ev) in results.items()]}, indent=2))
+        print(json.dumps({"data": str(args.data), "split": args.split, "pairs": pairs,
+                          "checkpoints": [{"checkpoint": str(path), "method": r["metadata"].get("method"),
+                                           "encoder": r["metadata"].get("encoder"),
+                                           "delta": r["metadata"].get("delta"), **r["total"]}
+                                          for path, r in results.items()]}, indent=2))
         return 0
     names = [p.name for p in results]
     if len(set(names)) < len(names):
         names = [str(p) for p in results]
-    metas = [meta for meta, _ in results.values()]
+    metas = [r["metadata"] for r in results.values()]
     extra = {"method": [str(m.get("method", "?")) for m in metas],
              "encoder": [str(m.get("encoder", "?")) for m in metas],
              "δ": [f"{m['delta']:g}" if isinstance(m.get("delta"), (int, float)) else "-" for m in metas]}
-    print(f"{len(pairs)} pairs of {args.data}" + (f" ({args.split})" if args.split else ""))
-    print(format_table({n: ev.total for n, (_, ev) in zip(names, results.values())}, extra))
+    print(f"{pairs} pairs of {args.data}" + (f" ({args.split})" if args.split else ""))
+    print(format_table({n: confusion_matrix(r["total"]) for n, r in zip(names, results.values())}, extra))
     return 0

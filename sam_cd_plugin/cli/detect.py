@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from ..core.writers import PROBABILITY_FORMATS
@@ -41,25 +40,31 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.detector import ChangeDetector, DetectionOptions
+    from ..engine.options import DetectionOptions
+    from ..engine.service import DetectRequest, get_engine
+    from .progress import engine_log, progress_bar
 
     prompts = None if args.prompts is None else args.prompts.split(",")
-    detector = ChangeDetector(args.checkpoint, args.device, args.clip_weights, prompts)
     options = DetectionOptions(threshold=args.threshold, tile_size=args.tile_size,
                                overlap=args.overlap, bands_before=args.bands_before,
                                bands_after=args.bands_after, probability_path=args.probability,
                                probability_format=args.probability_format, polygons_path=args.polygons,
                                min_area=args.min_area, cog=args.cog, batch_size=args.batch_size,
                                dask_scheduler=args.dask)
-    result = detector.detect(args.before, args.after, args.output, options,
-                             progress=lambda p: logging.getLogger("sam_cd").debug("%.0f %%", p))
-    share = 100.0 * result.changed_pixels / max(1, result.valid_pixels)
-    print(f"change map: {result.out_path} ({result.width}×{result.height} px, "
-          f"{share:.2f} % changed, {result.seconds:.1f} s on {result.device})")
-    if result.probability_path:
-        print(f"probability: {result.probability_path}")
-    if result.polygons_path:
-        print(f"polygons: {result.polygons_path} ({result.polygon_count} features)")
+    request = DetectRequest(str(args.before), str(args.after), str(args.output),
+                            checkpoint=str(args.checkpoint) if args.checkpoint else None,
+                            device=args.device, clip_weights=str(args.clip_weights) if args.clip_weights else None,
+                            prompts=prompts, options=options)
+    engine = get_engine()
+    with progress_bar("detect") as progress:
+        result = engine.detect(request, progress=progress, log=engine_log(engine.transport))
+    share = 100.0 * result["changed_pixels"] / max(1, result["valid_pixels"])
+    print(f"change map: {result['out_path']} ({result['width']}×{result['height']} px, "
+          f"{share:.2f} % changed, {result['seconds']:.1f} s on {result['device']})")
+    if result["probability_path"]:
+        print(f"probability: {result['probability_path']}")
+    if result["polygons_path"]:
+        print(f"polygons: {result['polygons_path']} ({result['polygon_count']} features)")
     if args.quicklook:
         from ..core.quicklook import write_quicklook
 

@@ -27,17 +27,26 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.datasets import find_pairs
-    from ..engine.detector import ChangeDetector, DetectionOptions
-    from ..engine.evaluation import evaluate_pairs, format_table
+    from ..engine.evaluation import format_table
+    from ..engine.service import EvaluateRequest, get_engine
+    from .progress import engine_log
 
-    pairs = find_pairs(args.data, args.include, args.split)
-    detector = ChangeDetector(args.checkpoint, args.device)
-    result = evaluate_pairs(detector, pairs, DetectionOptions(threshold=args.threshold))
+    engine = get_engine()
+    result = engine.evaluate(EvaluateRequest(str(args.data), str(args.checkpoint) if args.checkpoint else None,
+                                             args.include, args.split, args.threshold, args.device),
+                             log=engine_log(engine.transport))
     if args.json:
-        print(json.dumps({"checkpoint": str(detector.checkpoint), "data": str(args.data),
-                          "split": args.split, "total": result.total.as_dict(),
-                          "pairs": {k: v.as_dict() for k, v in result.per_pair.items()}}, indent=2))
+        print(json.dumps({"checkpoint": result["checkpoint"], "data": str(args.data),
+                          "split": args.split, "total": result["total"],
+                          "pairs": result["per_pair"]}, indent=2))
     else:
-        print(format_table({**result.per_pair, "ALL PIXELS": result.total}))
+        rows = {**result["per_pair"], "ALL PIXELS": result["total"]}
+        print(format_table({name: confusion_matrix(m) for name, m in rows.items()}))
     return 0
+
+
+def confusion_matrix(metrics: dict) -> "ConfusionMatrix":
+    """The matrix of an engine result's metrics dict (its counts)."""
+    from ..core.metrics import ConfusionMatrix
+
+    return ConfusionMatrix(tp=metrics["tp"], fp=metrics["fp"], fn=metrics["fn"], tn=metrics["tn"])

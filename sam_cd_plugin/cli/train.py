@@ -60,7 +60,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.training import TrainConfig, sweep_configs, train
+    from dataclasses import asdict
+
+    from ..engine.requests import jsonable
+    from ..engine.service import TrainRequest, get_engine
+    from ..engine.training import TrainConfig, sweep_configs
+    from ..engine.evaluation import format_table
+    from .evaluate import confusion_matrix
 
     config = TrainConfig(
         data=args.data, out=args.out, include=args.include, split=args.split,
@@ -76,36 +82,25 @@ def run(args: argparse.Namespace) -> int:
         poly_power=args.poly_power, amp=args.amp, workers=args.workers, seed=args.seed,
         device=args.device, resume=args.resume)
     configs = sweep_configs(config, args.delta_sweep) if args.delta_sweep else [config]
+    engine = get_engine()
+
+    def show(_level: str, line: str) -> None:
+        print(line, flush=True)
+
     results = {}
     for cfg in configs:
         if len(configs) > 1:
             print(f"== δ = {cfg.delta:g} → {cfg.out}", flush=True)
-        out = train(cfg, progress=lambda report: print(report.line(), flush=True))
-        print(f"checkpoint: {out}")
-        results[out] = _score_after_training(args, out)
+        result = engine.train(TrainRequest(jsonable(asdict(cfg)), args.eval_include), log=show)
+        print(f"checkpoint: {result['path']}")
+        meta = result["metadata"]
+        if args.eval_include is not None:
+            for label in ("train", "eval"):
+                print(format_table({label: confusion_matrix(meta["metrics"][label])}))
+        results[Path(result["path"])] = meta
     if len(configs) > 1:
         _print_sweep(results)
     return 0
-
-
-def _score_after_training(args: argparse.Namespace, out: Path) -> dict:
-    """``--eval-include`` (and the training pairs) scored by the detector, stored in the metadata."""
-    from ..engine.detector import ChangeDetector
-    from ..engine.evaluation import evaluate_pairs, format_table
-    from ..engine.training import collect_pairs
-    from ..models.checkpoint import load_checkpoint, save_checkpoint
-
-    _, meta = load_checkpoint(out)
-    if args.eval_include is None:
-        return meta
-    detector = ChangeDetector(out, args.device)
-    for label, include in (("train", args.include), ("eval", args.eval_include)):
-        cm = evaluate_pairs(detector, collect_pairs(args.data, include, args.split)).total
-        meta["metrics"][label] = {"pairs_include": include, **cm.as_dict()}
-        print(format_table({label: cm}))
-    detector.model.cpu()
-    save_checkpoint(out, detector.model, meta)
-    return meta
 
 
 def _print_sweep(results: dict) -> None:

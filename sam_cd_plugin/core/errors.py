@@ -14,6 +14,7 @@ __all__ = [
     "DependencyError",
     "OutputError",
     "CancelledError",
+    "EngineError",
 ]
 
 
@@ -43,3 +44,8 @@ class OutputError(SamCdError):
 
 class CancelledError(SamCdError):
     """The user cancelled the operation; no output file is left behind."""
+
+
+class EngineError(SamCdError):
+    """The detection engine failed (device/torch error, file-system error, or its worker process
+    stopped); the message says what happened and what to try."""

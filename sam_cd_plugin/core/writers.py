@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,7 +37,8 @@ gdal.UseExceptions()
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AtomicRasterWriter", "check_output_path", "partial_path", "PROBABILITY_FORMATS"]
+__all__ = ["AtomicRasterWriter", "OutputSet", "check_output_path", "partial_path", "publish_together",
+           "PROBABILITY_FORMATS"]
 
 BLOCK_SIZE = 256
 #: Probability raster encodings: float32 0..1 (nodata -1), uint8 percent 0..100 (nodata 255).
@@ -272,24 +273,18 @@ class AtomicRasterWriter:
             # keep the file open (its disk space would stay in use and its folder busy).
             del ds
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is not None:
-            try:
-                self._close_dataset()
-            except (RuntimeError, OSError):
-                pass
-            self._remove_temp()
-            return
+    def abort(self) -> None:
+        """Drop the unfinished file (after a failure or a cancel)."""
+        try:
+            self._close_dataset()
+        except (RuntimeError, OSError):
+            pass
+        self._remove_temp()
+
+    def complete(self) -> Path | None:
+        """Finish the temporary file; its path, or ``None`` for a scratch file (then deleted)."""
         try:
             self.finish()
-            if self.scratch:
-                self._remove_temp()
-                return
-            aux = self.path.with_name(self.path.name + ".aux.xml")
-            if aux.exists():
-                aux.unlink()
-            os.replace(self.temp_path, self.path)
         except OutputError:
             self._remove_temp()
             raise
@@ -297,4 +292,92 @@ class AtomicRasterWriter:
             self._remove_temp()
             raise OutputError(f"Could not finish {self.path} ({error}). Check free disk space and "
                               "that the file is not open in another program.") from _detached(error)
-        log.debug("Wrote %s", self.path)
+        if self.scratch:
+            self._remove_temp()
+            return None
+        return self.temp_path
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            self.abort()
+            return
+        temp = self.complete()
+        if temp is not None:
+            publish_together([(temp, self.path)])
+
+
+def publish_together(files: Sequence[tuple[Path, Path]]) -> None:
+    """Rename each finished temporary file onto its final path: all of them or none.
+
+    Files already at a final path are set aside first and put back when a later rename fails, so
+    a failure leaves the folder as it was (minus the temporary files). ``OutputError`` then.
+    """
+    set_aside: list[tuple[Path, Path]] = []
+    published: list[Path] = []
+    try:
+        for _, final in files:
+            if final.is_file() or final.is_symlink():
+                aside = final.with_name(f".{final.name}.previous")
+                os.replace(final, aside)
+                set_aside.append((aside, final))
+        for temp, final in files:
+            aux = final.with_name(final.name + ".aux.xml")  # stale statistics of a replaced raster
+            if aux.is_file():
+                aux.unlink()
+            os.replace(temp, final)
+            published.append(final)
+            log.debug("Wrote %s", final)
+    except OSError as error:
+        for final in published:
+            final.unlink(missing_ok=True)
+        for aside, final in set_aside:
+            os.replace(aside, final)
+        for temp, _ in files:
+            temp.unlink(missing_ok=True)
+        raise OutputError(f"Could not publish {', '.join(str(f) for _, f in files)} ({error}); none "
+                          "of them was written. Check that no output name is a folder or open in "
+                          "another program.") from _detached(error)
+    for aside, _ in set_aside:
+        aside.unlink(missing_ok=True)
+
+
+class OutputSet:
+    """The outputs of one run, published together when the ``with`` block succeeds, else none.
+
+    ``add`` enters an :class:`AtomicRasterWriter`; ``add_file(temp, final)`` adds a file that
+    another writer (e.g. polygonize) completed under a temporary name.
+    """
+
+    def __init__(self) -> None:
+        self._writers: list[AtomicRasterWriter] = []
+        self._files: list[tuple[Path, Path]] = []
+
+    def add(self, writer: AtomicRasterWriter) -> AtomicRasterWriter:
+        writer.__enter__()
+        self._writers.append(writer)
+        return writer
+
+    def add_file(self, temp: Path, final: Path) -> None:
+        self._files.append((Path(temp), Path(final)))
+
+    def __enter__(self) -> "OutputSet":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            try:
+                finished = [(temp, w.path) for w in self._writers if (temp := w.complete()) is not None]
+            except BaseException:
+                self._discard()
+                raise
+            publish_together(finished + self._files)
+            return
+        self._discard()
+
+    def _discard(self) -> None:
+        for writer in self._writers:
+            writer.abort()
+        for temp, _ in self._files:
+            temp.unlink(missing_ok=True)

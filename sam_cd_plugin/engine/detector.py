@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,12 +45,12 @@ from ..core.errors import CancelledError, CheckpointError, InputError, OutputErr
 from ..core.polygonize import polygonize_mask
 from ..core.validation import require_valid_pixels
 from ..core.tiling import Tile, grid_origin, lattice_tiles
-from ..core.writers import PROBABILITY_FORMATS, AtomicRasterWriter, check_output_path
+from ..core.writers import AtomicRasterWriter, OutputSet, check_output_path, partial_path
 from ..models.checkpoint import load_checkpoint
 from ..models.registry import build_model
 from .batching import OomBackoff, auto_batch_size
-from .memory import pin_mmap_threshold
 from .device import autocast, autocast_dtype, describe_device, resolve_device
+from .options import STRIDE, DetectionOptions, check_overlap  # noqa: F401 (re-exported)
 from .tile_reader import BackgroundReader, BackgroundSink, PredictedBatch, TileBatch, read_batch
 
 log = logging.getLogger(__name__)
@@ -57,51 +58,10 @@ log = logging.getLogger(__name__)
 MASK_NODATA = 255
 PROBABILITY_NODATA = -1.0
 PERCENT_NODATA = 255
-STRIDE = 32
 READ_AHEAD = 2
 
 ProgressCallback = Callable[[float], None]
 CancelCallback = Callable[[], bool]
-
-
-@dataclass
-class DetectionOptions:
-    """What a detection run may tune; ``None`` means "from the checkpoint" or "automatic".
-
-    ``probability_format``: ``float32`` (0..1, nodata -1) or ``uint8`` (percent 0..100, band
-    scale 0.01, nodata 255). ``polygons_path``: also write change polygons (GeoPackage) of at
-    least ``min_area`` map units². ``cog``: write the rasters as Cloud Optimized GeoTIFFs.
-    ``dask_scheduler``: run the windows on a Dask distributed cluster (address of its scheduler).
-    """
-
-    threshold: float = 0.5
-    tile_size: int | None = None
-    overlap: int = 64
-    batch_size: int | None = None
-    bands_before: Sequence[int] | None = None
-    bands_after: Sequence[int] | None = None
-    probability_path: Path | None = None
-    probability_format: str = "float32"
-    polygons_path: Path | None = None
-    min_area: float = 0.0
-    cog: bool = False
-    dask_scheduler: str | None = None
-
-    def validate(self, stride: int = STRIDE) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise InputError(f"Threshold {self.threshold} is outside [0, 1]; use e.g. 0.5.")
-        if self.tile_size is not None and (self.tile_size < stride or self.tile_size % stride):
-            raise InputError(f"Tile size {self.tile_size} must be a multiple of {stride} "
-                             f"(at least {stride}); e.g. 256 or 512.")
-        if self.overlap < 0:
-            raise InputError("Overlap cannot be negative.")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise InputError("Batch size must be at least 1.")
-        if self.probability_format not in PROBABILITY_FORMATS:
-            raise InputError(f"Probability format '{self.probability_format}' is unknown; use one of "
-                             f"{', '.join(PROBABILITY_FORMATS)}.")
-        if not self.min_area >= 0:
-            raise InputError(f"Minimum polygon area {self.min_area} must be zero or positive (map units²).")
 
 
 @dataclass
@@ -140,13 +100,24 @@ class _RowOutputs:
         if self.prob_out is None:
             return
         if self.fmt == "uint8":
-            prob *= 100.0
-            rows = np.rint(prob, out=prob).astype(np.uint8)
+            rows = percent_agreeing_with_mask(prob, mask == 1, self.threshold)
             rows[invalid] = PERCENT_NODATA
         else:
             rows = prob
             rows[invalid] = PROBABILITY_NODATA
         self.prob_out.write_rows(rows, y)
+
+
+def percent_agreeing_with_mask(prob: np.ndarray, changed: np.ndarray, threshold: float) -> np.ndarray:
+    """``prob`` as whole percent (uint8) such that ``percent >= threshold × 100`` exactly where
+    ``changed``: rounding alone would store 50 % for p in [0.495, 0.5) where the mask says 0.
+    Overwrites ``prob``."""
+    least_changed = math.ceil(round(threshold * 100.0, 6))  # smallest percent that means change
+    prob *= 100.0
+    percent = np.rint(prob, out=prob)
+    np.maximum(percent, least_changed, out=percent, where=changed)
+    np.minimum(percent, least_changed - 1, out=percent, where=~changed)
+    return np.clip(percent, 0, 100, out=percent).astype(np.uint8)
 
 
 def batches_of(tiles: Sequence[Tile], size: int) -> list[list[Tile]]:
@@ -276,7 +247,6 @@ class ChangeDetector:
         ``CancelledError`` when ``is_cancelled()`` turns true; either way no output is left."""
         options = options or DetectionOptions()
         options.validate()
-        pin_mmap_threshold()  # peak memory independent of the raster's width (see .memory)
         started = time.perf_counter()
         inputs = (Path(before), Path(after))
         out_path = check_output_path(Path(out_path), inputs=inputs)
@@ -290,7 +260,11 @@ class ChangeDetector:
                 raise OutputError(f"Change polygons are written as a GeoPackage; choose a file name "
                                   f"ending in .gpkg (got {poly_path.name}).")
         tile = options.tile_size or self.input_size
+        check_overlap(options.overlap, tile)
         overlap = min(options.overlap, tile // 2)
+        if overlap < options.overlap:
+            log.warning("Tile overlap %d px is more than half the tile size %d px; using %d px",
+                        options.overlap, tile, overlap)
         with AlignedPair(before, after, options.bands_before, options.bands_after) as pair:
             origin = grid_origin(pair.geotransform)
             tiles = lattice_tiles(pair.width, pair.height, tile, overlap, origin)
@@ -302,38 +276,35 @@ class ChangeDetector:
             grid = dict(width=pair.width, height=pair.height, geotransform=pair.geotransform,
                         crs_wkt=pair.crs_wkt, metadata=meta)
             batches = batches_of(tiles, batch_size)
-            n_polygons, polygons_written = 0, False
-            try:
-                with contextlib.ExitStack() as outputs:
-                    mask_out = outputs.enter_context(AtomicRasterWriter(
-                        out_path, dtype="uint8", nodata=MASK_NODATA, cog=options.cog, **grid))
-                    prob_out = self._probability_writer(prob_path, poly_path, options, grid)
-                    if prob_out is not None:
-                        outputs.enter_context(prob_out)
-                    sink = _RowOutputs(mask_out, prob_out, options.threshold, options.probability_format)
-                    writer = BackgroundSink(sink, depth=1)  # compression overlaps with the model
-                    outputs.callback(writer.abort)  # no-op after close()
-                    blender = StripBlender(pair.width, pair.height, tile, overlap, origin, writer)
-                    if options.dask_scheduler:
-                        from .distributed import dask_results
+            n_polygons = 0
+            # all outputs are published together when the block ends, or none of them
+            with OutputSet() as outputs, contextlib.ExitStack() as threads:
+                mask_out = outputs.add(AtomicRasterWriter(
+                    out_path, dtype="uint8", nodata=MASK_NODATA, cog=options.cog, **grid))
+                prob_out = self._probability_writer(prob_path, poly_path, options, grid)
+                if prob_out is not None:
+                    outputs.add(prob_out)
+                sink = _RowOutputs(mask_out, prob_out, options.threshold, options.probability_format)
+                writer = BackgroundSink(sink, depth=1)  # compression overlaps with the model
+                threads.callback(writer.abort)  # no-op after close()
+                blender = StripBlender(pair.width, pair.height, tile, overlap, origin, writer)
+                if options.dask_scheduler:
+                    from .distributed import dask_results
 
-                        results = dask_results(options.dask_scheduler, self, pair, options, batches)
-                    else:
-                        results = self._local_results(pair, batches, batch_size)
-                    with contextlib.closing(results):
-                        self._consume(results, blender, len(tiles), progress, is_cancelled)
-                    blender.finish()
-                    writer.close()
-                    require_valid_pixels(sink.valid, before, after)  # else an all-nodata "result"
-                    if poly_path is not None:
-                        n_polygons = polygonize_mask(
-                            mask_out.finish(), poly_path, prob_out.finish() if prob_out else None,
-                            options.min_area, self._polygon_attributes(pair))
-                        polygons_written = True
-            except BaseException:
-                if polygons_written and poly_path is not None:  # a raster could not be renamed
-                    poly_path.unlink(missing_ok=True)
-                raise
+                    results = dask_results(options.dask_scheduler, self, pair, options, batches)
+                else:
+                    results = self._local_results(pair, batches, batch_size)
+                with contextlib.closing(results):
+                    self._consume(results, blender, len(tiles), progress, is_cancelled)
+                blender.finish()
+                writer.close()
+                require_valid_pixels(sink.valid, before, after)  # else an all-nodata "result"
+                if poly_path is not None:
+                    poly_temp = partial_path(poly_path)
+                    outputs.add_file(poly_temp, poly_path)
+                    n_polygons = polygonize_mask(
+                        mask_out.finish(), poly_temp, prob_out.finish() if prob_out else None,
+                        options.min_area, self._polygon_attributes(pair))
         seconds = time.perf_counter() - started
         log.info("Done in %.1f s (%.2f Mpx/s): %d of %d valid pixels changed", seconds,
                  pair.width * pair.height / 1e6 / max(seconds, 1e-9), sink.changed, sink.valid)

@@ -1,10 +1,9 @@
 """Processing algorithm ``sam_cd:detectchanges``: before/after rasters -> change mask GeoTIFF.
 
-The algorithm is a thin adapter: it turns Processing parameters into the engine's
-``DetectionOptions``, runs ``ChangeDetector.detect`` with Processing's progress and cancel
-hooks and maps engine errors to ``QgsProcessingException``. The engine (and with it torch)
-is imported only inside ``processAlgorithm`` so that loading the plugin stays light and the
-algorithm is listed even when torch/ultralytics are missing.
+The algorithm is a thin adapter: it turns Processing parameters into a ``DetectRequest`` and
+runs it on the engine service (:mod:`..engine.service`: in the engine worker process or in
+QGIS's own Python) with Processing's progress, cancel and log, mapping every failure to one
+``QgsProcessingException``. This module never imports torch.
 
 The id ``sam_cd:detectchanges`` and the parameter names are public API (models, scripts,
 ``qgis_process``): never rename them.
@@ -34,9 +33,10 @@ from qgis.core import (
 )
 
 from .algorithm_base import SamCdAlgorithm
-from ..dependencies import REQUIRED_PACKAGES, install_hint, missing_dependencies
-from ..paths import default_checkpoint
+from ..paths import BUNDLED
 from ..core.errors import InputError
+from ..engine.options import DetectionOptions
+from ..engine.requests import DetectRequest
 from ..core.validation import check_raster_file
 from ..core.writers import PROBABILITY_FORMATS
 from .compat import FILE_BEHAVIOR_FILE, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, VECTOR_POLYGON
@@ -114,7 +114,8 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
             "input or outside the after raster). The after raster is resampled onto that grid "
             "when the two differ. A style is applied when the layer is loaded and written next "
             "to the file (<i>.qml</i>).</p>"
-            "<p><b>Checkpoint</b>: a trained model (.pt); empty uses the bundled one. "
+            "<p><b>Checkpoint</b>: a trained model (.pt); <i>bundled</i> (or empty) uses the one "
+            "shipped with the plugin, wherever the plugin is installed. "
             "<b>Threshold</b>: change probability above which a pixel counts as change "
             "(lower finds more change). <b>Device</b>: auto uses a CUDA GPU when available. "
             "<b>Bands</b>: three 1-based band numbers in red,green,blue order, e.g. 3,2,1 for "
@@ -132,8 +133,8 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
             "<p><b>Category prompts</b> (e.g. <i>building, road</i>) steer SAM-CD checkpoints to "
             "those categories; they need the CLIP weights file. Other methods find changes of any "
             "kind and ignore prompts.</p>"
-            "<p>Cancelling stops after the current tile and leaves no output file. "
-            "Needs the Python packages torch and ultralytics.</p>"
+            "<p>Cancelling stops after the current batch of tiles and leaves no output file. "
+            "Runs in the detection engine (dock: <i>Install engine</i>).</p>"
         )
 
     # -- parameters -----------------------------------------------------------------------
@@ -143,9 +144,9 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
 
         checkpoint = QgsProcessingParameterFile(
             self.CHECKPOINT,
-            self.tr("Checkpoint (empty: bundled SAM-CEM-CD FastSAM-s)"),
+            self.tr("Checkpoint (bundled or empty: the bundled SAM-CEM-CD FastSAM-s)"),
             behavior=FILE_BEHAVIOR_FILE,
-            defaultValue=str(default_checkpoint()),
+            defaultValue=BUNDLED,
             optional=True,
             fileFilter=self.tr("SAM-CD checkpoints (*.pt *.PT);;All files (*.*)"),
         )
@@ -356,21 +357,9 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
-        missing = missing_dependencies()
-        if missing:
-            raise QgsProcessingException(install_hint(missing))
-        try:
-            from ..core.errors import CancelledError, SamCdError
-            from ..engine.detector import ChangeDetector, DetectionOptions
-        except ImportError as exc:
-            top = (exc.name or "").split(".")[0]
-            if top in REQUIRED_PACKAGES:
-                raise QgsProcessingException(f"{install_hint([top])} (Import error: {exc})") from exc
-            raise QgsProcessingException(f"Could not load the SAM-CD engine: {exc}") from exc
-
         before = self._raster_source(parameters, self.BEFORE, context)
         after = self._raster_source(parameters, self.AFTER, context)
-        checkpoint = self.parameterAsFile(parameters, self.CHECKPOINT, context) or None
+        checkpoint = self.parameterAsFile(parameters, self.CHECKPOINT, context) or BUNDLED
         threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
         device = self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto"
         tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context) or None
@@ -411,47 +400,31 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
             min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             cog=self.parameterAsBoolean(parameters, self.COG, context),
         )
-        try:
-            detector = ChangeDetector(checkpoint=checkpoint, device=device,
-                                      clip_weights=clip_weights, prompts=prompts)
-            if detector.metadata.get("method") == "sam-cd":
-                feedback.pushInfo(f"Semantic prior: {detector.model.prior_description()}")
-            feedback.pushInfo(f"Device: {detector.device_description}")
-            if device == "cuda" and not detector.device_description.upper().startswith("CUDA"):
-                feedback.pushWarning("CUDA was requested but is not available; running on the CPU.")
-            result = detector.detect(
-                before,
-                after,
-                out_path,
-                options=options,
-                progress=feedback.setProgress,
-                is_cancelled=feedback.isCanceled,
-            )
-        except CancelledError as exc:
-            raise QgsProcessingException("Cancelled by the user; no output was written.") from exc
-        except SamCdError as exc:
-            raise QgsProcessingException(str(exc)) from exc
+        request = DetectRequest(before, after, out_path, checkpoint=checkpoint, device=device,
+                                clip_weights=clip_weights, prompts=prompts, options=options)
+        result = self.run_engine("detect", request, feedback)
 
-        mask_path = str(result.out_path)
+        mask_path = str(result["out_path"])
         self._style_output(mask_path, CHANGE_MASK_STYLE, context, feedback)
         results: dict[str, Any] = {
             self.OUTPUT: mask_path,
-            self.CHANGED_PIXELS: int(result.changed_pixels),
-            self.VALID_PIXELS: int(result.valid_pixels),
-            self.DEVICE_USED: result.device,
+            self.CHANGED_PIXELS: int(result["changed_pixels"]),
+            self.VALID_PIXELS: int(result["valid_pixels"]),
+            self.DEVICE_USED: result["device"],
         }
-        if result.probability_path is not None:
-            results[self.OUTPUT_PROBABILITY] = str(result.probability_path)
-            self._style_output(str(result.probability_path), PROBABILITY_STYLE, context, feedback)
-        results[self.POLYGON_COUNT] = int(result.polygon_count)
-        if result.polygons_path is not None:
-            results[self.OUTPUT_POLYGONS] = str(result.polygons_path)
-            feedback.pushInfo(f"{result.polygon_count} change polygons written to {result.polygons_path}.")
+        if result["probability_path"] is not None:
+            results[self.OUTPUT_PROBABILITY] = str(result["probability_path"])
+            self._style_output(str(result["probability_path"]), PROBABILITY_STYLE, context, feedback)
+        results[self.POLYGON_COUNT] = int(result["polygon_count"])
+        if result["polygons_path"] is not None:
+            results[self.OUTPUT_POLYGONS] = str(result["polygons_path"])
+            feedback.pushInfo(f"{result['polygon_count']} change polygons written to {result['polygons_path']}.")
 
-        share = 100.0 * result.changed_pixels / result.valid_pixels if result.valid_pixels else 0.0
+        changed, valid = result["changed_pixels"], result["valid_pixels"]
+        share = 100.0 * changed / valid if valid else 0.0
         feedback.pushInfo(
-            f"{result.changed_pixels} of {result.valid_pixels} valid pixels changed ({share:.2f} %), "
-            f"{result.width}x{result.height} pixels in {result.seconds:.1f} s on {result.device}."
+            f"{changed} of {valid} valid pixels changed ({share:.2f} %), {result['width']}x"
+            f"{result['height']} pixels in {result['seconds']:.1f} s on {result['device']}."
         )
         return results
 

@@ -15,6 +15,9 @@ __all__ = [
     "CHECKPOINT_FOLDER",
     "DEVICE",
     "DEVICE_CHOICES",
+    "ENGINE",
+    "ENGINE_CHOICES",
+    "engine_transport",
     "checkpoint_folder",
     "default_checkpoint_folder",
     "default_device",
@@ -24,6 +27,9 @@ __all__ = [
 CHECKPOINT_FOLDER = "SAM_CD_CHECKPOINT_FOLDER"
 DEVICE = "SAM_CD_DEVICE"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+ENGINE = "SAM_CD_ENGINE"
+#: auto: the engine worker when an engine runtime is installed, else QGIS's own Python
+ENGINE_CHOICES = ("auto", "worker", "inprocess")
 _PREFIX = "Processing/Configuration/"
 
 
@@ -41,15 +47,24 @@ def set_checkpoint_folder(folder: str | Path) -> None:
     QgsSettings().setValue(_PREFIX + CHECKPOINT_FOLDER, str(folder))
 
 
-def default_device() -> str:
-    """Processing stores a selection setting as the index of the option."""
-    value = QgsSettings().value(_PREFIX + DEVICE, 0)
-    if value in DEVICE_CHOICES:
+def _selection(name: str, choices: tuple[str, ...]) -> str:
+    """Processing stores a selection setting as the index of the option (or its text)."""
+    value = QgsSettings().value(_PREFIX + name, 0)
+    if value in choices:
         return str(value)
     try:
-        return DEVICE_CHOICES[int(value)]
+        return choices[int(value)]
     except (TypeError, ValueError, IndexError):
-        return "auto"
+        return choices[0]
+
+
+def default_device() -> str:
+    return _selection(DEVICE, DEVICE_CHOICES)
+
+
+def engine_transport() -> str:
+    """Where detection runs: ``auto``, ``worker`` (engine process) or ``inprocess`` (QGIS's Python)."""
+    return _selection(ENGINE, ENGINE_CHOICES)
 
 
 def register_options(provider_name: str) -> list[str]:
@@ -67,8 +82,11 @@ def register_options(provider_name: str) -> list[str]:
     ProcessingConfig.addSetting(Setting(
         provider_name, DEVICE, "Default device", DEVICE_CHOICES[0], valuetype=Setting.SELECTION,
         options=list(DEVICE_CHOICES)))
+    ProcessingConfig.addSetting(Setting(
+        provider_name, ENGINE, "Run the engine in (auto: its own process when installed)",
+        ENGINE_CHOICES[0], valuetype=Setting.SELECTION, options=list(ENGINE_CHOICES)))
     ProcessingConfig.readSettings()
-    return [CHECKPOINT_FOLDER, DEVICE]
+    return [CHECKPOINT_FOLDER, DEVICE, ENGINE]
 
 
 def unregister_options(names: list[str]) -> None:

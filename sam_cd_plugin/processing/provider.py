@@ -11,10 +11,11 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from ..engine.service import set_transport_setting
 from ..paths import resource_path
 from .detect_changes import DetectChangesAlgorithm
 from .evaluate_changes import EvaluateChangesAlgorithm
-from .options import register_options, unregister_options
+from .options import engine_transport, register_options, unregister_options
 from .train_model import TrainModelAlgorithm
 
 __all__ = ["PROVIDER_ID", "SamCdProvider"]
@@ -32,9 +33,11 @@ class SamCdProvider(QgsProcessingProvider):
     def load(self) -> bool:
         """Register the options page, then the algorithms."""
         self._options = register_options(self.name())
+        set_transport_setting(engine_transport)  # env SAM_CD_ENGINE still wins
         return super().load()
 
     def unload(self) -> None:
+        set_transport_setting(None)
         unregister_options(self._options)
         self._options = []
         super().unload()

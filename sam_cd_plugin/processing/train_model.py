@@ -1,13 +1,13 @@
 """Processing algorithm ``sam_cd:train``: a dataset folder → a sam-cd checkpoint.
 
-Thin adapter over ``engine.training.train``: Processing parameters in, a ``TrainConfig``, the
-engine's progress reported per epoch and Processing's cancel polled every batch. Meant for
+Thin adapter over the engine service's ``train``: Processing parameters in, a ``TrainRequest``
+(the fields of ``engine.training.TrainConfig``), the engine's progress reported per epoch and
+Processing's cancel polled every batch. Meant for
 users with a CUDA GPU; it runs on the CPU too, slowly.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -23,7 +23,7 @@ from qgis.core import (
 )
 
 from .algorithm_base import SamCdAlgorithm
-from ..dependencies import REQUIRED_PACKAGES, install_hint, missing_dependencies
+from ..engine.requests import TrainRequest
 from .compat import FILE_BEHAVIOR_FILE, FILE_BEHAVIOR_FOLDER, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
 from .options import DEVICE_CHOICES, default_device
 
@@ -113,31 +113,19 @@ class TrainModelAlgorithm(SamCdAlgorithm):
     def processAlgorithm(  # noqa: N802
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> dict[str, Any]:
-        missing = missing_dependencies()
-        if missing:
-            raise QgsProcessingException(install_hint(missing))
-        try:
-            from ..core.errors import SamCdError
-            from ..engine.device import describe_device, resolve_device
-            from ..engine.training import EpochReport, TrainConfig, train
-        except ImportError as exc:
-            top = (exc.name or "").split(".")[0]
-            hint = install_hint([top]) if top in REQUIRED_PACKAGES else "Could not load the SAM-CD engine"
-            raise QgsProcessingException(f"{hint} ({exc})") from exc
-
         out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         if not out.lower().endswith(".pt"):
             raise QgsProcessingException(f"{self.OUTPUT}: checkpoints are .pt files; got '{out}'.")
         weights = self.parameterAsFile(parameters, self.ENCODER_WEIGHTS, context)
         include = [p.strip() for p in self.parameterAsString(parameters, self.INCLUDE, context).split(",") if p.strip()]
         device = self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto"
-        config = TrainConfig(
-            data=[Path(self.parameterAsFile(parameters, self.DATA, context))],
-            out=Path(out),
+        config = dict(
+            data=[self.parameterAsFile(parameters, self.DATA, context)],
+            out=out,
             include=include,
             method=self.parameterAsEnumString(parameters, self.METHOD, context),
             encoder=self.parameterAsEnumString(parameters, self.ENCODER, context),
-            encoder_weights=Path(weights) if weights else None,
+            encoder_weights=weights or None,
             delta=self.parameterAsDouble(parameters, self.DELTA, context),
             epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
             lr=self.parameterAsDouble(parameters, self.LR, context),
@@ -146,20 +134,7 @@ class TrainModelAlgorithm(SamCdAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             device=device,
         )
-        try:
-            used = describe_device(resolve_device(device))
-        except SamCdError as exc:
-            raise QgsProcessingException(str(exc)) from exc
-        feedback.pushInfo(f"Training {config.method} / {config.encoder} (δ = {config.delta}) on {used}")
-        if device == "cuda" and not used.startswith("CUDA"):
-            feedback.pushWarning("CUDA was requested but is not available; training on the CPU (slow).")
-
-        def progress(report: EpochReport) -> None:
-            feedback.setProgress(100.0 * report.epoch / report.epochs)
-            feedback.pushInfo(report.line())
-
-        try:
-            path = train(config, progress=progress, is_cancelled=feedback.isCanceled)
-        except SamCdError as exc:  # a cancel's message says what the finished epochs left behind
-            raise QgsProcessingException(str(exc)) from exc
-        return {self.OUTPUT: str(path), self.DEVICE_USED: used}
+        result = self.run_engine("train", TrainRequest(config), feedback)
+        if device == "cuda" and not result["device"].startswith("CUDA"):
+            feedback.pushWarning("CUDA was requested but is not available; training ran on the CPU.")
+        return {self.OUTPUT: result["path"], self.DEVICE_USED: result["device"]}

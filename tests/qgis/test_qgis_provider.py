@@ -19,7 +19,7 @@ from qgis.core import (
 )
 
 from sam_cd_plugin.dependencies import missing_dependencies
-from sam_cd_plugin.paths import default_checkpoint, resource_path
+from sam_cd_plugin.paths import BUNDLED, resource_path
 from sam_cd_plugin.processing.compat import FLAG_ADVANCED, FLAG_OPTIONAL
 from sam_cd_plugin.processing.detect_changes import parse_band_list
 from samcd_qgis_helpers import ALGORITHM_ID
@@ -74,7 +74,7 @@ def test_parameters(algorithm: QgsProcessingAlgorithm) -> None:
     checkpoint = params["CHECKPOINT"]
     assert isinstance(checkpoint, QgsProcessingParameterFile)
     assert checkpoint.flags() & FLAG_OPTIONAL
-    assert checkpoint.defaultValue() == str(default_checkpoint())
+    assert checkpoint.defaultValue() == BUNDLED  # resolved at run time: saved models survive a plugin move
 
     threshold = params["THRESHOLD"]
     assert isinstance(threshold, QgsProcessingParameterNumber)
@@ -169,6 +169,7 @@ def test_missing_torch_keeps_the_algorithm_listed_and_explains(algorithm, monkey
     ok, message = algorithm.canExecute()
     assert not ok
     assert "torch" in message and "pip install" in message
+    assert "Install engine" in message  # the dock's button is the first way out
 
     out = tmp_path / "change.tif"
     with pytest.raises(QgsProcessingException, match="pip install torch"):

@@ -1,0 +1,53 @@
+"""Helpers for the runtime tests: a wheel built here, requirements files, tmpfs mounts."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+PROBE = "samcd_probe"
+
+
+def build_wheel(folder: Path, version: str) -> Path:
+    """A pure-Python wheel ``samcd_probe-<version>`` (module ``samcd_probe`` with ``__version__``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dist_info = f"{PROBE}-{version}.dist-info"
+    files = {
+        f"{PROBE}/__init__.py": f'__version__ = "{version}"\n',
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: samcd-probe\nVersion: {version}\n",
+        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: sam-cd tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = []
+    for name, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(text.encode())}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
+    wheel = folder / f"{PROBE}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return wheel
+
+
+def requirements_file(path: Path, *lines: str) -> Path:
+    path.write_text("# test requirements\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@contextmanager
+def mounted(target: Path, *options: str):
+    """``mount <options> <target>`` for the block (skips the test when this machine refuses mounts)."""
+    target.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", *options, str(target)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount here (needs root with CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
