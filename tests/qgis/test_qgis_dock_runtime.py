@@ -18,6 +18,8 @@ from qgis.PyQt.QtGui import QGuiApplication
 from sam_cd_plugin.gui.dock_widget import SamCdDockWidget
 from sam_cd_plugin.gui.runtime_banner import INSTALL_PROMPT
 from sam_cd_plugin.gui.weights_download import OFFICIAL_WEIGHTS
+from sam_cd_plugin.runtime.location import LOCK_NAME
+from sam_cd_plugin.runtime.lock import InstallLock
 from sam_cd_plugin.paths import default_checkpoint
 from samcd_qgis_helpers import checkpoint_with_meta
 
@@ -112,6 +114,41 @@ def test_banner_offers_the_install_until_the_engine_is_ready(open_dock, no_runti
 
     monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)  # an existing environment with torch, registered
     assert open_dock().banner.isHidden()
+
+
+def critical_messages(iface) -> list[str]:
+    return iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
+
+
+def test_install_engine_while_another_install_runs_says_what_to_do(open_dock, no_runtime, qgis_iface) -> None:
+    no_runtime.mkdir(parents=True)
+    with InstallLock(no_runtime / LOCK_NAME):  # e.g. `runtime install` in a terminal, or a second QGIS
+        dock = open_dock()
+        banner = dock.banner
+        assert not banner.isHidden() and "being installed" in banner.summary.text()
+        banner.install_button.click()
+        assert not banner.install_button.isEnabled() and not banner.progress.isHidden()
+        assert not banner.log.isHidden() and not banner.cancel_button.isHidden()
+        assert wait_until(lambda: not banner.installing, timeout_milliseconds=TIMEOUT_MS)
+    assert not banner.error.isHidden()
+    assert "Another engine install is running" in banner.error.text()
+    assert "Wait for the other install to finish" in banner.error.text()  # the advice of its kind
+    assert [m for m in critical_messages(qgis_iface) if "Another engine install is running" in m]
+    assert not [m for m in critical_messages(qgis_iface) if "Traceback" in m]
+    assert banner.install_button.isEnabled() and banner.progress.isHidden() and banner.cancel_button.isHidden()
+
+
+def test_cancelling_the_install_keeps_nothing(open_dock, no_runtime, qgis_iface) -> None:
+    dock = open_dock()
+    banner = dock.banner
+    banner.install_button.click()
+    banner.cancel_button.click()
+    assert wait_until(lambda: not banner.installing, timeout_milliseconds=TIMEOUT_MS)
+    assert "cancelled" in banner.log.toPlainText()
+    info = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Info)
+    assert any("cancelled" in m for m in info) and not critical_messages(qgis_iface)
+    assert not banner.isHidden() and banner.error.isHidden()
+    assert [p.name for p in no_runtime.glob("cp*")] == []  # no half-made runtime
 
 
 def test_diagnostics_dialog_shows_a_copyable_report(open_dock, no_runtime) -> None:  # noqa: ARG001
