@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from qgis.core import Qgis
 from qgis.PyQt.QtCore import PYQT_VERSION_STR, qVersion
-from qgis.PyQt.QtGui import QFontDatabase, QGuiApplication
+from qgis.PyQt.QtGui import QFont, QGuiApplication
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget
 
-from .. import __version__, runtime
+from .. import runtime
 from .background import BackgroundCall, run_in_background
 
 __all__ = ["DiagnosticsDialog", "host_facts"]
@@ -22,7 +22,7 @@ COLLECTING = "Collecting the diagnostics…"
 
 def host_facts() -> dict[str, str]:
     """What only the QGIS process knows, for :func:`runtime.diagnostics_report`."""
-    return {"QGIS": Qgis.version(), "Qt": qVersion(), "PyQt": PYQT_VERSION_STR, "sam-cd plugin": __version__}
+    return {"QGIS": Qgis.version(), "Qt": qVersion(), "PyQt": PYQT_VERSION_STR}
 
 
 class DiagnosticsDialog(QDialog):
@@ -38,7 +38,10 @@ class DiagnosticsDialog(QDialog):
         self.text = QPlainTextEdit(self)
         self.text.setObjectName("diagnosticsText")
         self.text.setReadOnly(True)
-        self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        font = QFont("monospace")
+        font.setStyleHint(QFont.StyleHint.TypeWriter)
+        self.text.setFont(font)
+        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.text.setPlainText(COLLECTING)
         layout.addWidget(self.text, 1)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)

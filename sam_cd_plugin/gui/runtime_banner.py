@@ -21,8 +21,8 @@ from .background import BackgroundCall, run_in_background
 __all__ = ["INSTALL_PROMPT", "RuntimeBanner"]
 
 LOGGER = logging.getLogger(__name__)
-INSTALL_PROMPT = ("Install the detection engine (≈ 1 GB CPU / 3 GB CUDA) to detect changes. It goes into its "
-                  "own folder outside the plugin, so plugin updates keep it and QGIS's Python stays untouched.")
+INSTALL_PROMPT = "Install the detection engine (≈ 1 GB CPU / 3 GB CUDA)…"
+
 _STYLE = ("QFrame#runtimeBanner { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 4px; }"
           "QLabel#runtimeError { color: #b42318; }")
 
@@ -41,6 +41,8 @@ class RuntimeBanner(QFrame):
         self.task: BackgroundCall | None = None
         layout = QVBoxLayout(self)
         self.prompt = QLabel(f"<b>{INSTALL_PROMPT}</b>", self)
+        self.prompt.setToolTip("It goes into its own folder outside the plugin: plugin updates keep it, and QGIS's "
+                               "own Python is not changed.")
         self.prompt.setObjectName("runtimePrompt")
         self.prompt.setWordWrap(True)
         self.summary = QLabel(self)
