@@ -13,7 +13,7 @@ export YOLO_OFFLINE ?= 1
 export YOLO_AUTOINSTALL ?= false
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.ultralytics
 
-.PHONY: setup apt test demo package install-plugin bench clean
+.PHONY: setup apt test test-qgis-3.40 test-qgis-3.44 test-pyqt6 demo package install-plugin bench clean
 
 setup: apt $(VENV)/.installed
 
@@ -36,6 +36,23 @@ $(VENV)/.installed: requirements.txt
 test: setup
 	$(PY) -m pytest tests -q -p no:cacheprovider
 	$(PY) -m bandit -q -c bandit.yaml -r sam_cd_plugin
+
+# The QGIS tier on QGIS 3.40 LTR (Debian trixie) and 3.44 (Debian sid), each in a debootstrap chroot
+# cached under $$SAM_CD_CHROOT_CACHE (default /var/cache/sam-cd); built on first use. Needs root.
+# PYTEST_ARGS overrides what runs inside (default: tests/qgis -q).
+test-qgis-3.40:
+	$(SUDO) ci/qgis_chroot.sh trixie $(PYTEST_ARGS)
+
+test-qgis-3.44:
+	$(SUDO) ci/qgis_chroot.sh sid $(PYTEST_ARGS)
+
+# The Qt-only GUI modules built under PyQt6 (QGIS 4's Qt binding) in a venv of PyQt6 alone.
+PYQT6_VENV ?= build/pyqt6-venv
+PYQT6_PINS := PyQt6==6.11.0 PyQt6-Qt6==6.11.2 PyQt6_sip==13.13.0
+test-pyqt6: apt
+	@[ -x $(PYQT6_VENV)/bin/python ] || /usr/bin/python3 -m venv $(PYQT6_VENV)
+	$(PYQT6_VENV)/bin/python -m pip install -q $(PYQT6_PINS)
+	$(PYQT6_VENV)/bin/python ci/pyqt6_gui_check.py
 
 demo: setup
 	@mkdir -p $(DEMO_DIR)

@@ -42,6 +42,14 @@ def shared_data() -> Path:
     assert not new, f"tests wrote GDAL statistics next to the shared samples: {new}"
 
 
+def pytest_configure(config) -> None:
+    """``SAM_CD_DEPRECATIONS=error`` (the QGIS 3.40/3.44 chroot runs): a deprecation warning raised
+    from sam_cd_plugin's code fails the test, so new QGIS/Qt/torch deprecations are seen at once."""
+    if os.environ.get("SAM_CD_DEPRECATIONS") == "error":
+        for category in ("DeprecationWarning", "PendingDeprecationWarning"):
+            config.addinivalue_line("filterwarnings", f"error::{category}:sam_cd_plugin")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
     """Says how many tests did not run for want of ``../shared/data``, so a green run can't hide it."""
     skipped = terminalreporter.stats.get("skipped", [])

@@ -136,3 +136,19 @@ def fastsam_s_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "FastSAM-s.pt"
     torch.save({"model": SegmentationModel("yolov8s-seg.yaml", nc=1, verbose=False).half(), "ema": None}, path)
     return path
+
+
+@pytest.fixture
+def iface_layer_tree(qgis_iface, monkeypatch):
+    """pytest-qgis' iface stub with a real layer tree view of the project: from QGIS 3.44 on,
+    Processing hands ``iface.layerTreeView()`` to C++ (``QgsProcessingGuiUtils.addResultLayers``),
+    which refuses the stub's mock."""
+    from qgis.core import QgsLayerTreeModel, QgsProject
+    from qgis.gui import QgsLayerTreeView
+
+    model = QgsLayerTreeModel(QgsProject.instance().layerTreeRoot())
+    view = QgsLayerTreeView()
+    view.setModel(model)
+    monkeypatch.setattr(qgis_iface, "layerTreeView", lambda: view, raising=False)
+    yield qgis_iface
+    del view, model

@@ -106,8 +106,9 @@ def test_change_mask_is_on_the_before_grid(norcia, tiny_checkpoint, tmp_path) ->
     assert summarize_raster(prob).renderer == "singlebandpseudocolor"
 
 
-def test_outputs_loaded_into_the_project_get_the_bundled_style(norcia, tiny_checkpoint, tmp_path, qgis_new_project) -> None:
-    """runAndLoadResults goes through the layer post-processor (no iface needed)."""
+def test_outputs_loaded_into_the_project_get_the_bundled_style(norcia, tiny_checkpoint, tmp_path, qgis_new_project,
+                                                              iface_layer_tree) -> None:
+    """runAndLoadResults goes through the layer post-processor."""
     out = tmp_path / "loaded.tif"
     processing.runAndLoadResults(ALGORITHM_ID, _params(norcia, tiny_checkpoint, out))
     layers = [lyr for lyr in qgis_new_project.mapLayers().values() if Path(lyr.source()) == out]
@@ -235,7 +236,7 @@ def test_polygons_uint8_probability_and_cog_outputs(norcia, tiny_checkpoint, tmp
     assert any("change polygons" in info for info in feedback.infos)
 
 
-def test_polygon_output_is_loaded_as_a_layer(norcia, tiny_checkpoint, tmp_path, qgis_new_project) -> None:
+def test_polygon_output_is_loaded_as_a_layer(norcia, tiny_checkpoint, tmp_path, qgis_new_project, iface_layer_tree) -> None:
     gpkg = tmp_path / "loaded.gpkg"
     processing.runAndLoadResults(ALGORITHM_ID, _params(norcia, tiny_checkpoint, tmp_path / "c.tif",
                                                        OUTPUT_POLYGONS=str(gpkg), THRESHOLD=0.3))
