@@ -12,13 +12,13 @@ from pytest_qgis.utils import process_events, wait_until
 from qgis.core import Qgis, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt, QTimer, QUrl
 
-from sam_cd_plugin.gui import detection_task, weights_download
+from sam_cd_plugin.gui import weights_download
 from sam_cd_plugin.gui.checkpoint_table import COLUMNS
 from sam_cd_plugin.gui.dock_widget import SamCdDockWidget
 from sam_cd_plugin.gui.settings import SamCdSettings, weights_dir
 from sam_cd_plugin.gui.weights_download import WeightsDownload, official_weights
 from sam_cd_plugin.paths import default_checkpoint
-from samcd_qgis_helpers import checkpoint_with_meta, upscaled_copy
+from samcd_qgis_helpers import checkpoint_with_meta, settle, upscaled_copy
 
 pytestmark = pytest.mark.usefixtures("sam_cd_provider")
 
@@ -40,33 +40,6 @@ def add_raster(project: QgsProject, path: Path, name: str) -> str:
     layer_id = layer.id()
     del layer
     return layer_id
-
-
-@pytest.fixture
-def make_dock(qgis_iface, clean_samcd_settings):
-    """Builds docks; afterwards shuts them down and waits for cancelled tasks to end."""
-    docks: list[SamCdDockWidget] = []
-    qgis_iface.messageBar().clear_messages()
-
-    def make() -> SamCdDockWidget:
-        dock = SamCdDockWidget(qgis_iface, qgis_iface.mainWindow())
-        docks.append(dock)
-        settle(dock)  # the table, weights rows and device line say "checking…" until the engine answers
-        return dock
-
-    yield make
-    for dock in docks:
-        dock.shutdown()
-        dock.setParent(None)
-        dock.deleteLater()
-    assert wait_until(lambda: not detection_task._ACTIVE, timeout_milliseconds=RUN_TIMEOUT_MS)
-    process_events()
-
-
-def settle(dock: SamCdDockWidget) -> None:
-    """Wait until the dock's background checks have answered."""
-    assert wait_until(lambda: not dock.checking(), timeout_milliseconds=RUN_TIMEOUT_MS)
-    process_events()
 
 
 def table_rows(dock: SamCdDockWidget) -> list[dict[str, str]]:

@@ -15,7 +15,6 @@ from qgis.core import Qgis
 from qgis.PyQt.QtCore import qVersion
 from qgis.PyQt.QtGui import QGuiApplication
 
-from sam_cd_plugin.gui.dock_widget import SamCdDockWidget
 from sam_cd_plugin.gui.runtime_banner import INSTALL_PROMPT
 from sam_cd_plugin.gui.weights_download import OFFICIAL_WEIGHTS
 from sam_cd_plugin.runtime.location import LOCK_NAME
@@ -77,26 +76,6 @@ def test_opening_the_dock_reads_no_weights_file_and_imports_no_torch(tmp_path: P
 
 
 @pytest.fixture
-def open_dock(qgis_iface, clean_samcd_settings):  # noqa: ARG001
-    """Opens docks like the user (and waits for their checks); closes them afterwards."""
-    docks: list[SamCdDockWidget] = []
-    qgis_iface.messageBar().clear_messages()
-
-    def make() -> SamCdDockWidget:
-        dock = SamCdDockWidget(qgis_iface, qgis_iface.mainWindow())
-        docks.append(dock)
-        assert wait_until(lambda: not dock.checking(), timeout_milliseconds=TIMEOUT_MS)
-        return dock
-
-    yield make
-    for dock in docks:
-        dock.shutdown()
-        dock.setParent(None)
-        dock.deleteLater()
-    process_events()
-
-
-@pytest.fixture
 def no_runtime(tmp_path: Path, monkeypatch):
     """A user who has installed nothing: an empty runtime folder, no registered Python."""
     monkeypatch.delenv("SAM_CD_ENGINE_PYTHON", raising=False)
@@ -104,8 +83,8 @@ def no_runtime(tmp_path: Path, monkeypatch):
     return tmp_path / "runtime"
 
 
-def test_banner_offers_the_install_until_the_engine_is_ready(open_dock, no_runtime, monkeypatch) -> None:
-    dock = open_dock()
+def test_banner_offers_the_install_until_the_engine_is_ready(make_dock, no_runtime, monkeypatch) -> None:
+    dock = make_dock()
     banner = dock.banner
     assert not banner.isHidden()
     assert "≈ 1 GB CPU / 3 GB CUDA" in banner.prompt.text() and INSTALL_PROMPT in banner.prompt.text()
@@ -113,17 +92,17 @@ def test_banner_offers_the_install_until_the_engine_is_ready(open_dock, no_runti
     assert banner.summary.text()  # the runtime's own sentence on what is missing
 
     monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)  # an existing environment with torch, registered
-    assert open_dock().banner.isHidden()
+    assert make_dock().banner.isHidden()
 
 
 def critical_messages(iface) -> list[str]:
     return iface.messageBar().get_messages(Qgis.MessageLevel.Critical)
 
 
-def test_install_engine_while_another_install_runs_says_what_to_do(open_dock, no_runtime, qgis_iface) -> None:
+def test_install_engine_while_another_install_runs_says_what_to_do(make_dock, no_runtime, qgis_iface) -> None:
     no_runtime.mkdir(parents=True)
     with InstallLock(no_runtime / LOCK_NAME):  # e.g. `runtime install` in a terminal, or a second QGIS
-        dock = open_dock()
+        dock = make_dock()
         banner = dock.banner
         assert not banner.isHidden() and "being installed" in banner.summary.text()
         banner.install_button.click()
@@ -138,8 +117,8 @@ def test_install_engine_while_another_install_runs_says_what_to_do(open_dock, no
     assert banner.install_button.isEnabled() and banner.progress.isHidden() and banner.cancel_button.isHidden()
 
 
-def test_cancelling_the_install_keeps_nothing(open_dock, no_runtime, qgis_iface) -> None:
-    dock = open_dock()
+def test_cancelling_the_install_keeps_nothing(make_dock, no_runtime, qgis_iface) -> None:
+    dock = make_dock()
     banner = dock.banner
     banner.install_button.click()
     banner.cancel_button.click()
@@ -151,8 +130,8 @@ def test_cancelling_the_install_keeps_nothing(open_dock, no_runtime, qgis_iface)
     assert [p.name for p in no_runtime.glob("cp*")] == []  # no half-made runtime
 
 
-def test_diagnostics_dialog_shows_a_copyable_report(open_dock, no_runtime) -> None:  # noqa: ARG001
-    dock = open_dock()
+def test_diagnostics_dialog_shows_a_copyable_report(make_dock, no_runtime) -> None:  # noqa: ARG001
+    dock = make_dock()
     dock.diagnostics_button.click()
     dialog = dock.diagnostics_dialog
     assert dialog is not None and dialog.isVisible()
