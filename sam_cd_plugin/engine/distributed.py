@@ -5,7 +5,9 @@ bands, checkpoint, device) and a list of windows into their probabilities and va
 same code as a local run (:func:`~.tile_reader.read_batch` and
 :meth:`~.detector.ChangeDetector.predict_batch`). Each worker process loads the checkpoint and
 opens the raster pair once (cached per job), so the rasters and the checkpoint must be readable
-at the same paths on every worker (shared file system or object storage via GDAL /vsi paths).
+at the same paths on every worker (shared file system or object storage via GDAL /vsi paths). The scheduler
+deserialises the task graph and the workers run it, so every one of them needs the ``sam-cd``
+package importable (:data:`CLUSTER_NEEDS`); :func:`dask_results` checks that before submitting.
 
 The client submits batches in order, keeps a bounded number in flight, and feeds the results
 in order into the same blender and writers as a local run: one output, written by the client,
@@ -32,12 +34,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WindowJob", "predict_windows", "dask_results"]
+__all__ = ["WindowJob", "predict_windows", "dask_results", "CLUSTER_NEEDS"]
 
 #: Batches in flight per worker thread (bounds the client's memory).
 IN_FLIGHT_PER_THREAD = 2
 #: How long to try reaching the scheduler.
 CONNECT_TIMEOUT = "30s"
+#: What the scheduler and every worker need (the README's cluster section says the same).
+CLUSTER_NEEDS = ("The Dask scheduler and every worker need the sam-cd package importable in the Python "
+                 "that runs them, with torch, ultralytics and GDAL's bindings: install the wheel there "
+                 "(pip install 'sam_cd-<version>-py3-none-any.whl[engine,dask]', built with "
+                 "'pip wheel --no-deps .' in a sam-cd checkout, or pip install '.[engine,dask]' from one), "
+                 "then restart them; they must also read the rasters and the checkpoint at the same paths.")
 
 
 @dataclass(frozen=True)
@@ -98,10 +106,42 @@ def _client(scheduler: str):
                          "(dask scheduler / dask worker) or check the address, e.g. tcp://host:8786.") from exc
 
 
+def _require_package(client) -> None:
+    """Refuse, saying what to install, when the scheduler or a worker cannot import sam_cd_plugin."""
+    from importlib.util import find_spec  # a standard-library function: every side can unpickle it
+
+    lacking = [] if client.run_on_scheduler(find_spec, "sam_cd_plugin") else ["the scheduler"]
+    lacking += [f"worker {address}" for address, spec in sorted(client.run(find_spec, "sam_cd_plugin").items())
+                if spec is None]
+    if lacking:
+        who = lacking[0] if len(lacking) == 1 else f"{', '.join(lacking[:-1])} and {lacking[-1]}"
+        raise DependencyError(f"{who[0].upper()}{who[1:]} cannot import sam_cd_plugin "
+                              f"(No module named 'sam_cd_plugin'). {CLUSTER_NEEDS}")
+
+
+def _result(future) -> PredictedBatch:
+    """``future.result()``, with a missing package on the cluster (e.g. a worker that joined
+    after the check) reported as what to install."""
+    try:
+        return future.result()
+    except ModuleNotFoundError as exc:
+        raise DependencyError(f"A Dask worker cannot import {exc.name!r} ({exc}). {CLUSTER_NEEDS}") from exc
+    except RuntimeError as exc:
+        if "deserializ" not in str(exc):
+            raise
+        cause = exc.__cause__ or exc
+        raise DependencyError(f"The Dask cluster could not read the task ({cause}). {CLUSTER_NEEDS}") from exc
+
+
 def dask_results(scheduler: str, detector: "ChangeDetector", pair: AlignedPair,
                  options: "DetectionOptions", batches: list[list[Tile]]) -> Iterator[PredictedBatch]:
     """Results of ``batches`` computed on the cluster at ``scheduler``, yielded in order."""
     client = _client(scheduler)
+    try:
+        _require_package(client)
+    except BaseException:
+        client.close()
+        raise
     job = WindowJob(
         before=_shared_path(pair.before.path), after=_shared_path(pair.after.path),
         bands_before=tuple(pair.bands_before), bands_after=tuple(pair.bands_after),
@@ -124,8 +164,8 @@ def dask_results(scheduler: str, detector: "ChangeDetector", pair: AlignedPair,
                 pending.append(client.submit(predict_windows, job, nxt, pure=False))
             if not pending:
                 return
-            future = pending.popleft()
-            yield future.result()
+            batch = _result(pending.popleft())
+            yield batch
     finally:
         if pending:
             client.cancel(list(pending))

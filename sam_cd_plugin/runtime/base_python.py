@@ -116,8 +116,10 @@ def check_base_python(path: Path, wanted: tuple[int, int] = sys.version_info[:2]
         out = subprocess.run([str(path), "-I", "-c", _PROBE], capture_output=True, text=True,  # nosec B603
                              timeout=60, check=True).stdout
         probe = json.loads(out.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
         return f"{path} does not run as a Python interpreter ({exc})"
+    except IndexError:
+        return f"{path} does not run as a Python interpreter (it answered nothing)"
     version = tuple(probe["version"])
     problem = version_problem(version, wanted)
     if problem:

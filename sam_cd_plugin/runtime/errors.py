@@ -11,24 +11,28 @@ from pathlib import Path
 
 from ..core.errors import SamCdError
 
-__all__ = ["RuntimeInstallError", "KINDS", "classify_output", "classify_os_error", "advice_for"]
+__all__ = ["RuntimeInstallError", "KINDS", "HEADLINES", "classify_output", "evidence", "classify_os_error",
+           "advice_for"]
 
 KINDS = ("network", "proxy", "ssl", "disk_full", "no_write", "unsupported_python", "busy",
          "cancelled", "failed")
 
-# Checked in this order: a proxy or certificate failure also reads as a failed connection.
-_PATTERNS: tuple[tuple[str, re.Pattern], ...] = tuple((kind, re.compile(p, re.IGNORECASE)) for kind, p in (
-    ("disk_full", r"No space left on device|\[Errno 28\]|Disk quota exceeded|\[Errno 122\]"),
-    ("no_write", r"Permission denied|\[Errno 13\]|Read-only file system|\[Errno 30\]"),
-    ("proxy", r"407 Proxy Authentication|ProxyError|Tunnel connection failed|Cannot connect to proxy"),
-    ("ssl", r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|SSLError|SSL: "),
-    ("network", r"NewConnectionError|Failed to establish a new connection|Connection refused|"
-                r"Name or service not known|Temporary failure in name resolution|Network is unreachable|"
-                r"No route to host|getaddrinfo failed|ConnectTimeoutError|ReadTimeoutError|Read timed out|"
-                r"Connection reset|Max retries exceeded|Could not fetch URL"),
-    ("unsupported_python", r"(No matching distribution found|Could not find a version that satisfies "
-                           r"the requirement) (for )?torch\b"),
-))
+# Checked in this order: a proxy or certificate failure also reads as a failed connection. Within
+# a kind, the alternatives go from the most readable phrase to the least (see :func:`evidence`).
+_CAUSES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("disk_full", (r"No space left on device", r"\[Errno 28\]", r"Disk quota exceeded", r"\[Errno 122\]")),
+    ("no_write", (r"Permission denied", r"Read-only file system", r"\[Errno 13\]", r"\[Errno 30\]")),
+    ("proxy", (r"Tunnel connection failed", r"407 Proxy Authentication", r"Cannot connect to proxy", r"ProxyError")),
+    ("ssl", (r"certificate verify failed", r"CERTIFICATE_VERIFY_FAILED", r"SSLError", r"SSL: ")),
+    ("network", (r"Failed to establish a new connection", r"Name or service not known",
+                 r"Temporary failure in name resolution", r"Network is unreachable", r"No route to host",
+                 r"getaddrinfo failed", r"Connection refused", r"Read timed out", r"ConnectTimeoutError",
+                 r"ReadTimeoutError", r"Connection reset", r"NewConnectionError", r"Max retries exceeded",
+                 r"Could not fetch URL")),
+    ("unsupported_python", (r"(No matching distribution found|Could not find a version that satisfies "
+                            r"the requirement) (for )?torch\b",)),
+)
+_PATTERNS = tuple((kind, re.compile("|".join(alts), re.IGNORECASE)) for kind, alts in _CAUSES)
 
 
 def advice_for(kind: str, root: Path | None = None, log: Path | None = None) -> str:
@@ -69,12 +73,33 @@ class RuntimeInstallError(SamCdError):
         super().__init__(f"{message} {self.advice}".strip())
 
 
+#: What went wrong, in words, for the kinds read from pip's output.
+HEADLINES = {
+    "network": "the package index could not be reached",
+    "proxy": "the proxy refused the connection",
+    "ssl": "a server certificate could not be verified",
+    "disk_full": "the disk is full",
+    "no_write": "a file could not be written",
+    "unsupported_python": "there is no torch for this Python",
+}
+
+
 def classify_output(output: str) -> str:
     """The kind of failure pip's ``output`` reports (``failed`` when no known cause shows)."""
     for kind, pattern in _PATTERNS:
         if pattern.search(output):
             return kind
     return "failed"
+
+
+def evidence(output: str, kind: str, limit: int = 200) -> str:
+    """The phrase of ``output`` that shows ``kind``'s cause, up to the next quote (``limit`` characters)."""
+    for alternative in dict(_CAUSES).get(kind, ()):
+        m = re.search(alternative, output, re.IGNORECASE)
+        if m:
+            phrase = re.split(r"['\"\n]", output[m.start():], maxsplit=1)[0].strip()
+            return phrase if len(phrase) <= limit else phrase[:limit - 1] + "…"
+    return ""
 
 
 def classify_os_error(exc: OSError) -> str:

@@ -38,7 +38,7 @@ from .requirements import ENGINE_REQUIREMENTS, requirement_lines, requirements_h
 from .status import RuntimeStatus, runtime_status
 from .torch_build import TorchBuild, build_for_variant, choose_torch_build, query_nvidia_smi, torch_index
 
-__all__ = ["InstallOptions", "install_runtime"]
+__all__ = ["InstallOptions", "install_runtime", "pip_install_command"]
 
 CONSTRAINTS_NAME = "constraints.txt"
 
@@ -160,8 +160,7 @@ def _install(options: InstallOptions, root: Path, target: Path, log: Callable[[s
     constraints.write_text(constraints_text(probe), encoding="utf-8")
     log(f"Kept from the base Python: {', '.join(f'{k} {v}' for k, v in sorted(probe.distributions.items())) or 'nothing'}"
         f"; GDAL bindings: {probe.osgeo or f'missing, installing {GDAL_FALLBACK}'}")
-    pip = [str(python), "-m", "pip", "install", "--progress-bar", "off", "--no-input",
-           "--no-warn-script-location", "-c", str(constraints), *options.pip_args]
+    pip = pip_install_command(python, constraints, options.pip_args)
     torch_pins = torch_lines(options.requirements)
     if torch_pins and index:
         progress.stage(0.14, 0.6)
@@ -180,6 +179,12 @@ def _install(options: InstallOptions, root: Path, target: Path, log: Callable[[s
         "packages": packages, "installed_at": datetime.datetime.now(datetime.timezone.utc).isoformat()})
     for old in _remove_older(root, target):
         log(f"Removed the runtime of older pins {old}")
+
+
+def pip_install_command(python: Path, constraints: Path, pip_args: tuple[str, ...] = ()) -> list[str]:
+    """``pip install`` in the venv of ``python``, held to ``constraints``, without prompts or bars."""
+    return [str(python), "-m", "pip", "install", "--progress-bar", "off", "--no-input",
+            "--no-warn-script-location", "-c", str(constraints), *pip_args]
 
 
 def _tee(log: Callable[[str], None], progress: _Progress) -> Callable[[str], None]:

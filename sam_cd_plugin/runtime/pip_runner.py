@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from typing import Callable, Sequence
 
-from .errors import RuntimeInstallError, advice_for, classify_output
+from .errors import HEADLINES, RuntimeInstallError, advice_for, classify_output, evidence
 
 __all__ = ["child_environment", "run_streamed"]
 
@@ -96,7 +96,10 @@ def run_streamed(cmd: Sequence[str], what: str, log: Callable[[str], None],
     output = "\n".join(tail)
     if code != 0:
         kind = classify_output(output)
-        errors = [ln.strip() for ln in tail if ln.lstrip().startswith("ERROR")] or list(tail)[-3:]
-        raise RuntimeInstallError(kind, f"{what} failed (exit code {code}): {' '.join(errors)[-600:]}",
-                                  advice_for(kind))
+        if kind in HEADLINES:
+            message = f"{what.capitalize()} failed: {HEADLINES[kind]} ({evidence(output, kind)})."
+        else:
+            errors = [ln.strip() for ln in tail if ln.lstrip().startswith("ERROR")] or list(tail)[-3:]
+            message = f"{what.capitalize()} failed (exit code {code}): {' '.join(errors)[-600:]}"
+        raise RuntimeInstallError(kind, message, advice_for(kind))
     return output

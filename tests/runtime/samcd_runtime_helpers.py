@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import subprocess
 import zipfile
 from contextlib import contextmanager
@@ -13,8 +14,9 @@ import pytest
 PROBE = "samcd_probe"
 
 
-def build_wheel(folder: Path, version: str) -> Path:
-    """A pure-Python wheel ``samcd_probe-<version>`` (module ``samcd_probe`` with ``__version__``)."""
+def build_wheel(folder: Path, version: str, payload_bytes: int = 0) -> Path:
+    """A pure-Python wheel ``samcd_probe-<version>`` (module ``samcd_probe`` with ``__version__``),
+    with ``payload_bytes`` of random data in ``samcd_probe/payload.bin`` to make it big."""
     folder.mkdir(parents=True, exist_ok=True)
     dist_info = f"{PROBE}-{version}.dist-info"
     files = {
@@ -22,10 +24,13 @@ def build_wheel(folder: Path, version: str) -> Path:
         f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: samcd-probe\nVersion: {version}\n",
         f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: sam-cd tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
+    if payload_bytes:
+        files[f"{PROBE}/payload.bin"] = os.urandom(payload_bytes)
     record = []
     for name, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(text.encode())}")
+        data = text.encode() if isinstance(text, str) else text
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
     record.append(f"{dist_info}/RECORD,,")
     files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
     wheel = folder / f"{PROBE}-{version}-py3-none-any.whl"
