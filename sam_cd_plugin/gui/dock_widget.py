@@ -116,6 +116,7 @@ class SamCdDockWidget(QgsDockWidget):
         self.diagnostics_dialog: DiagnosticsDialog | None = None
         self._table_task: BackgroundCall | None = None
         self._device_task: BackgroundCall | None = None
+        self._detect_when_read = False  # Detect was clicked while the selected row said "checking…"
         self._build()
         self._connect()
         self.refresh_checkpoints()
@@ -319,6 +320,9 @@ class SamCdDockWidget(QgsDockWidget):
             entries = [replace(e, checking=False, error=f"cannot read checkpoints: {error}") if e.checking else e
                        for e in pending]
         self._show_entries(entries)
+        if self._detect_when_read:
+            self._detect_when_read = False
+            self.detect()
 
     def _show_entries(self, entries: list[CheckpointEntry]) -> None:
         """Put ``entries`` in the table, keeping the selected row (else the remembered or first usable one)."""
@@ -484,6 +488,12 @@ class SamCdDockWidget(QgsDockWidget):
         if self.run is not None and self.run.running:
             self._message("A detection is already running.", Qgis.MessageLevel.Warning, 5)
             return
+        waiting = self.selected_entry()
+        if waiting is not None and waiting.checking and self._table_task is not None:
+            self._detect_when_read = True
+            self._message(f"Reading {waiting.path.name} first; the detection starts when its row is filled in.",
+                          Qgis.MessageLevel.Info, 5)
+            return
         try:
             params = self.build_parameters()
         except ValueError as exc:
@@ -576,6 +586,7 @@ class SamCdDockWidget(QgsDockWidget):
             if task is not None:
                 task.forget()
         self._table_task = self._device_task = None
+        self._detect_when_read = False
         if self.diagnostics_dialog is not None:
             self.diagnostics_dialog.close()
         self.close_advanced_dialog()

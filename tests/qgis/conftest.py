@@ -167,10 +167,11 @@ def make_dock(qgis_iface, clean_samcd_settings):  # noqa: ARG001
     docks: list[SamCdDockWidget] = []
     qgis_iface.messageBar().clear_messages()
 
-    def make() -> SamCdDockWidget:
+    def make(wait: bool = True) -> SamCdDockWidget:
         dock = SamCdDockWidget(qgis_iface, qgis_iface.mainWindow())
         docks.append(dock)
-        settle(dock)  # the table, weights rows and device line say "checking…" until the engine answers
+        if wait:
+            settle(dock)  # the table, weights rows and device line say "checking…" until the engine answers
         return dock
 
     yield make

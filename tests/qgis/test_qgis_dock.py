@@ -145,6 +145,26 @@ def test_detect_adds_styled_layers_in_a_group(make_dock, project, norcia, tiny_c
     assert again.output_widget.filePath() == str(out_dir)
 
 
+def test_detect_clicked_before_the_table_is_filled_in_runs_once_it_is(make_dock, project, norcia, tiny_checkpoint,
+                                                                     clean_samcd_settings, qgis_iface, tmp_path) -> None:
+    checkpoint = checkpoint_with_meta(tiny_checkpoint, clean_samcd_settings / "tiny.pt")
+    add_raster(project, norcia.before, "before")
+    add_raster(project, norcia.after, "after")
+    settings = SamCdSettings()  # the choices of an earlier session
+    settings.set_selected_checkpoint(checkpoint)
+    settings.set_device("cpu")
+    settings.set_output_folder(tmp_path / "outputs")
+    dock = make_dock(wait=False)
+    assert dock.selected_entry().path == checkpoint and dock.selected_entry().checking
+    dock.detect_button.click()  # at once, while the row still says "checking…"
+    assert dock.run is None
+    assert any("starts when its row is filled in" in m for m in messages(qgis_iface, Qgis.MessageLevel.Info))
+    wait_for_run(dock)
+    assert dock.run.parameters["CHECKPOINT"] == str(checkpoint)
+    assert any("Detection finished" in m for m in messages(qgis_iface, Qgis.MessageLevel.Success))
+    assert not messages(qgis_iface, Qgis.MessageLevel.Critical)
+
+
 def test_cancel_a_long_run_leaves_no_layer_and_no_file(make_dock, project, norcia, tiny_checkpoint,
                                                        clean_samcd_settings, qgis_iface, tmp_path) -> None:
     big_before = upscaled_copy(norcia.before, tmp_path / "big_before.tif", 4)
