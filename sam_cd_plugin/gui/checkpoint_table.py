@@ -17,7 +17,7 @@ from typing import Any
 from qgis.PyQt.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from qgis.PyQt.QtGui import QBrush, QColor
 
-from ..core.errors import SamCdError
+from ..core.errors import DependencyError, SamCdError
 from ..engine.service import get_engine
 from ..paths import default_checkpoint
 
@@ -51,6 +51,7 @@ class CheckpointEntry:
     prompts: tuple[str, ...] = ()
     error: str = ""
     checking: bool = False  # listed, metadata not read yet
+    needs_engine: bool = False  # not read because the detection engine is not installed (error says so)
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -81,7 +82,9 @@ def read_entry(path: Path, source: str) -> CheckpointEntry:
     """
     try:
         meta = get_engine().checkpoint_metadata(str(path))
-    except (SamCdError, ImportError) as exc:
+    except (DependencyError, ImportError) as exc:
+        return CheckpointEntry(path, source, error=str(exc), needs_engine=True)
+    except SamCdError as exc:
         return CheckpointEntry(path, source, error=f"cannot read checkpoints: {exc}")
     if "error" in meta:
         LOGGER.info("Checkpoint %s is unreadable: %s", path, meta["error"])
@@ -202,7 +205,7 @@ class CheckpointTableModel(QAbstractTableModel):
             if entry.checking:
                 return f"{entry.path}\nReading its metadata…"
             return f"{entry.path} ({entry.source})"
-        if role == Qt.ItemDataRole.ForegroundRole and entry.error:
+        if role == Qt.ItemDataRole.ForegroundRole and entry.error and not entry.needs_engine:
             return QBrush(_ERROR_COLOUR)
         return None
 
@@ -212,7 +215,7 @@ class CheckpointTableModel(QAbstractTableModel):
         if name == "File":
             return entry.path.name
         if entry.error:
-            return {"Method": "unreadable", "Notes": entry.error}.get(name, "")
+            return {"Method": "needs the engine" if entry.needs_engine else "unreadable", "Notes": entry.error}.get(name, "")
         if entry.checking:
             return {"Method": "checking…", "Notes": "reading the checkpoint"}.get(name, "")
         split = "" if entry.metrics_split in ("val", "") else f" ({entry.metrics_split})"

@@ -117,6 +117,8 @@ class SamCdDockWidget(QgsDockWidget):
         self._table_task: BackgroundCall | None = None
         self._device_task: BackgroundCall | None = None
         self._detect_when_read = False  # Detect was clicked while the selected row said "checking…"
+        self._picked = ""  # checkpoint picked while the table was being filled in
+        self._refilling = False
         self._build()
         self._connect()
         self.refresh_checkpoints()
@@ -127,8 +129,6 @@ class SamCdDockWidget(QgsDockWidget):
     def _build(self) -> None:
         body = QWidget(self)
         layout = QVBoxLayout(body)
-        self.banner = RuntimeBanner(body)
-        layout.addWidget(self.banner)
 
         form = QFormLayout()
         self.before_combo = self._layer_combo("beforeLayer")
@@ -208,7 +208,13 @@ class SamCdDockWidget(QgsDockWidget):
         self.output_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.output_widget.setFilePath(self.settings.output_folder())
         self.output_widget.lineEdit().setPlaceholderText("temporary folder")
-        run_form.addRow("Device", self.device_combo)
+        self.diagnostics_button = QPushButton("Diagnostics…", body)
+        self.diagnostics_button.setObjectName("diagnostics")
+        self.diagnostics_button.setToolTip("A report of QGIS, Python, GPU and the detection engine, to copy into a bug report")
+        device_row = QHBoxLayout()
+        device_row.addWidget(self.device_combo, 1)
+        device_row.addWidget(self.diagnostics_button)
+        run_form.addRow("Device", device_row)
         run_form.addRow("", self.device_label)
         run_form.addRow("Threshold", self.threshold_spin)
         run_form.addRow("Output folder", self.output_widget)
@@ -225,11 +231,7 @@ class SamCdDockWidget(QgsDockWidget):
         self.cancel_button = QPushButton("Cancel", body)
         self.cancel_button.setObjectName("cancel")
         self.cancel_button.setEnabled(False)
-        self.diagnostics_button = QPushButton("Diagnostics…", body)
-        self.diagnostics_button.setObjectName("diagnostics")
-        self.diagnostics_button.setToolTip("A report of QGIS, Python, GPU and the detection engine, to copy into a bug report")
         buttons.addWidget(self.advanced_button)
-        buttons.addWidget(self.diagnostics_button)
         buttons.addStretch(1)
         buttons.addWidget(self.detect_button)
         buttons.addWidget(self.cancel_button)
@@ -245,7 +247,13 @@ class SamCdDockWidget(QgsDockWidget):
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setWidget(body)
-        self.setWidget(scroll)
+        outer = QWidget(self)  # the banner stays above the scrolled part, as wide as the dock
+        outer_layout = QVBoxLayout(outer)
+        outer_layout.setContentsMargins(0, 0, 0, 0)
+        self.banner = RuntimeBanner(outer)
+        outer_layout.addWidget(self.banner)
+        outer_layout.addWidget(scroll, 1)
+        self.setWidget(outer)
         self._update_polygons_option()
 
     def _layer_combo(self, name: str) -> QgsMapLayerComboBox:
@@ -325,15 +333,24 @@ class SamCdDockWidget(QgsDockWidget):
             self.detect()
 
     def _show_entries(self, entries: list[CheckpointEntry]) -> None:
-        """Put ``entries`` in the table, keeping the selected row (else the remembered or first usable one)."""
-        current = self.selected_entry()
-        self.checkpoint_model.set_entries(entries)
-        self.checkpoint_view.sortByColumn(COLUMNS.index("F1"), Qt.SortOrder.DescendingOrder)  # best F1 first
-        self.select_checkpoint((current.path if current is not None else "") or self.settings.selected_checkpoint()
-                               or self._first_usable())
+        """Put ``entries`` in the table and select the row picked since (else the remembered, else
+        the first usable one)."""
+        self._refilling = True
+        try:
+            self.checkpoint_model.set_entries(entries)
+            self.checkpoint_view.sortByColumn(COLUMNS.index("F1"), Qt.SortOrder.DescendingOrder)  # best F1 first
+            candidates = (self._picked, self.settings.selected_checkpoint(), self._first_usable())
+            if not any(candidate and self.select_checkpoint(candidate) for candidate in candidates):
+                self._checkpoint_selected()
+        finally:
+            self._refilling = False
 
     def _first_usable(self) -> str:
-        usable = [e for e in self.checkpoint_model.entries() if e.ok]
+        """The top usable row as sorted (best F1), else the top one still being read (so that Detect
+        has a checkpoint)."""
+        proxy = self.checkpoint_proxy
+        entries = [proxy.index(row, 0).data(ENTRY_ROLE) for row in range(proxy.rowCount())]
+        usable = [e for e in entries if e.ok] or [e for e in entries if e.checking]
         return str(usable[0].path) if usable else ""
 
     def select_checkpoint(self, path: str | Path) -> bool:
@@ -355,6 +372,8 @@ class SamCdDockWidget(QgsDockWidget):
 
     def _checkpoint_selected(self, *_args) -> None:  # type: ignore[no-untyped-def]
         entry = self.selected_entry()
+        if not self._refilling:  # the user's (or a caller's) pick, kept when the rows are filled in
+            self._picked = str(entry.path) if entry is not None else ""
         if entry is not None and entry.ok:
             self.settings.set_selected_checkpoint(entry.path)
         if entry is None or not entry.ok:

@@ -129,7 +129,9 @@ class WeightsPanel(QWidget):
             download = QPushButton("Download", self)
             download.setObjectName(f"weightsDownload_{item.key}")
             download.setToolTip(f"Download {item.filename} (~{item.approx_mb} MB) from {item.url} into {weights_dir()}")
-            layout.addWidget(QLabel(item.label, self), line, 0)
+            name = QLabel(item.label, self)
+            name.setWordWrap(True)  # "CLIP ViT-B-32 (SAM-CD prompts)" must not set the dock's width
+            layout.addWidget(name, line, 0)
             layout.addWidget(picker, line, 1)
             layout.addWidget(status, line, 2)
             layout.addWidget(download, line, 3)

@@ -147,20 +147,21 @@ def test_detect_adds_styled_layers_in_a_group(make_dock, project, norcia, tiny_c
 
 def test_detect_clicked_before_the_table_is_filled_in_runs_once_it_is(make_dock, project, norcia, tiny_checkpoint,
                                                                      clean_samcd_settings, qgis_iface, tmp_path) -> None:
-    checkpoint = checkpoint_with_meta(tiny_checkpoint, clean_samcd_settings / "tiny.pt")
+    """A new user clicks Detect at once: the run waits for the table, then uses its best checkpoint."""
+    best = checkpoint_with_meta(tiny_checkpoint, clean_samcd_settings / "tiny.pt", metrics={"val": {"f1": 0.9}})
     add_raster(project, norcia.before, "before")
     add_raster(project, norcia.after, "after")
-    settings = SamCdSettings()  # the choices of an earlier session
-    settings.set_selected_checkpoint(checkpoint)
+    settings = SamCdSettings()
     settings.set_device("cpu")
     settings.set_output_folder(tmp_path / "outputs")
     dock = make_dock(wait=False)
-    assert dock.selected_entry().path == checkpoint and dock.selected_entry().checking
-    dock.detect_button.click()  # at once, while the row still says "checking…"
+    assert dock.selected_entry() is not None and dock.selected_entry().checking
+    dock.detect_button.click()  # at once, while the rows still say "checking…"
     assert dock.run is None
     assert any("starts when its row is filled in" in m for m in messages(qgis_iface, Qgis.MessageLevel.Info))
     wait_for_run(dock)
-    assert dock.run.parameters["CHECKPOINT"] == str(checkpoint)
+    assert dock.selected_entry().path == best  # best F1 once the scores are known
+    assert dock.run.parameters["CHECKPOINT"] == str(best)
     assert any("Detection finished" in m for m in messages(qgis_iface, Qgis.MessageLevel.Success))
     assert not messages(qgis_iface, Qgis.MessageLevel.Critical)
 

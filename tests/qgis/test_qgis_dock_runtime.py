@@ -15,7 +15,9 @@ from qgis.core import Qgis
 from qgis.PyQt.QtCore import qVersion
 from qgis.PyQt.QtGui import QGuiApplication
 
+from sam_cd_plugin.gui.checkpoint_table import COLUMNS
 from sam_cd_plugin.gui.runtime_banner import INSTALL_PROMPT
+from sam_cd_plugin.gui.settings import SamCdSettings
 from sam_cd_plugin.gui.weights_download import OFFICIAL_WEIGHTS
 from sam_cd_plugin.runtime.location import LOCK_NAME
 from sam_cd_plugin.runtime.lock import InstallLock
@@ -83,16 +85,30 @@ def no_runtime(tmp_path: Path, monkeypatch):
     return tmp_path / "runtime"
 
 
-def test_banner_offers_the_install_until_the_engine_is_ready(make_dock, no_runtime, monkeypatch) -> None:
+def test_banner_offers_the_install_until_the_engine_is_ready(make_dock, no_runtime, fastsam_s_file,
+                                                            monkeypatch) -> None:
+    """A QGIS whose own Python has no torch: the engine can only run in a worker, and there is none yet."""
+    monkeypatch.setenv("SAM_CD_ENGINE", "worker")
+    SamCdSettings().set_weights_path("fastsam-s", str(fastsam_s_file))
     dock = make_dock()
     banner = dock.banner
     assert not banner.isHidden()
-    assert "≈ 1 GB CPU / 3 GB CUDA" in banner.prompt.text() and INSTALL_PROMPT in banner.prompt.text()
+    assert INSTALL_PROMPT in banner.prompt.text() and "≈ 1 GB CPU / 3 GB CUDA" in INSTALL_PROMPT
     assert banner.install_button.isEnabled() and banner.install_button.text() == "Install engine"
-    assert banner.summary.text()  # the runtime's own sentence on what is missing
+    assert "not installed" in banner.summary.text()  # the runtime's own sentence
+    # what needs the engine says so, without an error colour
+    bundled = dock.checkpoint_model.entries()[0]
+    row = dock.checkpoint_model.row_of(bundled.path)
+    assert dock.checkpoint_model.index(row, 0).data() == "needs the engine"
+    assert "Install engine" in dock.checkpoint_model.index(row, len(COLUMNS) - 1).data()
+    assert dock.weights_panel.status("fastsam-s").state.value == "not checked"
+    assert dock.device_label.text().startswith("⚠")
 
     monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)  # an existing environment with torch, registered
-    assert make_dock().banner.isHidden()
+    again = make_dock()
+    assert again.banner.isHidden()
+    assert again.checkpoint_model.entries()[0].ok
+    assert again.weights_panel.status("fastsam-s").state.value == "found"
 
 
 def critical_messages(iface) -> list[str]:
