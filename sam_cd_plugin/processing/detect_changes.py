@@ -148,7 +148,7 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
             behavior=FILE_BEHAVIOR_FILE,
             defaultValue=BUNDLED,
             optional=True,
-            fileFilter=self.tr("SAM-CD checkpoints (*.pt *.PT);;All files (*.*)"),
+            fileFilter=self.tr("SAM-CD checkpoints (*.pt *.PT);;All files (*)"),
         )
         self.addParameter(checkpoint)
 
@@ -214,7 +214,7 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
                 self.tr("CLIP weights file (SAM-CD with prompts, e.g. ViT-B-32.pt)"),
                 behavior=FILE_BEHAVIOR_FILE,
                 optional=True,
-                fileFilter=self.tr("CLIP weights (*.pt *.bin *.safetensors);;All files (*.*)"),
+                fileFilter=self.tr("CLIP weights (*.pt *.bin *.safetensors);;All files (*)"),
             ),
             QgsProcessingParameterEnum(
                 self.PROBABILITY_FORMAT,

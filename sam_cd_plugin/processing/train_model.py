@@ -84,7 +84,7 @@ class TrainModelAlgorithm(SamCdAlgorithm):
                                                      defaultValue=ENCODERS[0], usesStaticStrings=True))
         self.addParameter(QgsProcessingParameterFile(
             self.ENCODER_WEIGHTS, self.tr("Encoder weights file (official, e.g. FastSAM-s.pt; empty: random init)"),
-            behavior=FILE_BEHAVIOR_FILE, optional=True, fileFilter="PyTorch weights (*.pt *.pth);;All files (*.*)"))
+            behavior=FILE_BEHAVIOR_FILE, optional=True, fileFilter="PyTorch weights (*.pt *.pth);;All files (*)"))
         self.addParameter(QgsProcessingParameterNumber(self.DELTA, self.tr("CEM drop ratio δ"), type=NUMBER_DOUBLE,
                                                        defaultValue=0.3, minValue=0.0, maxValue=0.99))
         self.addParameter(QgsProcessingParameterNumber(self.EPOCHS, self.tr("Epochs"), type=NUMBER_INTEGER,
