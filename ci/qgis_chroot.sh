@@ -50,7 +50,13 @@ host_mirror() {
 MIRROR=${SAM_CD_DEBIAN_MIRROR:-$(host_mirror)}
 [ -n "$MIRROR" ] || die "no Debian mirror in /etc/apt/sources.list*; set SAM_CD_DEBIAN_MIRROR"
 
-RECIPE_HASH=$(printf '%s\n' "$RELEASE" $DEBIAN_PACKAGES $OPTIONAL_PACKAGES | sha256sum | cut -c1-12)
+# dpkg settings of the chroot: no fsync per file (a throw-away cache), no docs or man pages.
+DPKG_CFG="force-unsafe-io
+path-exclude=/usr/share/doc/*
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*"
+
+RECIPE_HASH=$(printf '%s\n' "$RELEASE" $DEBIAN_PACKAGES $OPTIONAL_PACKAGES "$DPKG_CFG" | sha256sum | cut -c1-12)
 ROOT=$CACHE/chroot-$RELEASE-$RECIPE_HASH
 APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Check-Date=false -q -y)
 VENV=/opt/sam-cd-venv
@@ -107,6 +113,7 @@ build_base() {
   debootstrap --variant=minbase "$RELEASE" "$tmp" "$MIRROR" >"$build_log" 2>&1 \
     || { tail -n 20 "$build_log" >&2; die "debootstrap failed"; }
   echo "deb $MIRROR $RELEASE main" >"$tmp/etc/apt/sources.list"
+  echo "$DPKG_CFG" >"$tmp/etc/dpkg/dpkg.cfg.d/01-sam-cd"
   # This machine's extra CA certificates (TLS-intercepting proxies) so pip inside can verify.
   mkdir -p "$tmp/usr/local/share/ca-certificates"
   cp /usr/local/share/ca-certificates/*.crt "$tmp/usr/local/share/ca-certificates/" 2>/dev/null || true
