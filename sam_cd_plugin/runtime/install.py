@@ -59,7 +59,8 @@ class InstallOptions:
 
 
 class _Progress:
-    """Maps pip's lines onto a share of the whole install (pip tells no totals up front)."""
+    """Maps pip's lines onto a share of the whole install (pip tells no totals up front):
+    resolving and downloading fill half of a pip stage, unpacking the rest."""
 
     def __init__(self, report: Callable[[float], None]):
         self.report, self.lo, self.hi, self.seen, self.value = report, 0.0, 0.0, 0, 0.0
@@ -75,9 +76,9 @@ class _Progress:
     def line(self, text: str) -> None:
         if text.startswith(("Collecting", "Downloading", "Processing", "  Downloading", "Requirement already")):
             self.seen += 1
-            self.set(self.lo + 0.8 * (self.hi - self.lo) * (1 - 0.9 ** self.seen))
-        elif text.startswith("Installing collected packages"):
-            self.set(self.lo + 0.85 * (self.hi - self.lo))
+            self.set(self.lo + 0.5 * (self.hi - self.lo) * (1 - 0.9 ** self.seen))
+        elif text.startswith("Installing collected packages"):  # unpacking: silent, and long for torch
+            self.set(self.lo + 0.55 * (self.hi - self.lo))
 
 
 _VERIFY = """
@@ -212,8 +213,7 @@ def install_runtime(options: InstallOptions, log: Callable[[str], None], progres
     target = runtime_dir(root, requirements_hash(options.requirements))
     try:
         root.mkdir(parents=True, exist_ok=True)
-        lock = InstallLock(root / LOCK_NAME)
-        lock.__enter__()
+        lock = InstallLock(root / LOCK_NAME).acquire()
     except LockBusy as exc:
         raise RuntimeInstallError("busy", f"Another engine install is running (process {exc.holder or '?'}).") from exc
     except OSError as exc:
@@ -243,6 +243,6 @@ def install_runtime(options: InstallOptions, log: Callable[[str], None], progres
         raise RuntimeInstallError(kind, f"The engine install into {target} failed ({exc}).",
                                   advice_for(kind, root, log_path), log_path) from exc
     finally:
-        lock.__exit__(None, None, None)
+        lock.release()
     progress(1.0)
     return runtime_status(options.requirements)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from samcd_runtime_helpers import requirements_file
-from sam_cd_plugin.runtime import (InstallOptions, RuntimeInstallError, engine_python, install_runtime,
-                                   runtime_status)
+from sam_cd_plugin.runtime import (InstallOptions, RuntimeInstallError, diagnostics_report, engine_python,
+                                   install_runtime, runtime_status)
 from sam_cd_plugin.runtime.location import LOCK_NAME, LOG_NAME
 from sam_cd_plugin.runtime.records import read_record
 
@@ -49,6 +49,11 @@ def test_install_then_changed_pin_reinstalls(runtime_root, probe_wheels, tmp_pat
     assert any("Successfully installed" in ln for ln in lines)
     marker = read_record(python.parents[1] / "sam-cd-runtime.json")
     assert marker["requirements_hash"] in python.parents[1].name
+    report = diagnostics_report({"QGIS": "3.40.5-Bratislava", "Qt": "5.15.8"}, first.requirements)
+    assert "| QGIS | 3.40.5-Bratislava |" in report and "| Qt | 5.15.8 |" in report
+    assert f"| Engine Python | {python} |" in report
+    assert "| torch | not importable" in report  # the small set has no torch: said, not hidden
+    assert "Successfully installed samcd-probe-1.0" in report.split("## Last install log")[1]
 
     second = small_set(tmp_path, probe_wheels, "2.0")  # a changed pin
     assert runtime_status(second.requirements).state == "outdated"
@@ -84,18 +89,6 @@ def test_cancel_leaves_no_runtime(runtime_root, probe_wheels, tmp_path):
     assert [p for p in runtime_root.iterdir() if p.is_dir()] == []
     assert runtime_status(options.requirements).state == "missing"
     assert "cancelled" in (runtime_root / LOG_NAME).read_text()
-
-
-def test_use_registers_an_existing_environment(runtime_root, tmp_path):
-    from sam_cd_plugin.runtime.registration import forget_python, register_python
-
-    status = register_python(sys.executable)  # the test venv has torch, ultralytics and GDAL
-    assert status.state == "registered" and status.ready
-    assert status.python == Path(sys.executable).absolute() == engine_python()
-    import torch
-
-    assert status.packages["torch"] == torch.__version__
-    assert forget_python().state == "missing"
 
 
 def test_use_refuses_a_python_without_torch(runtime_root):
