@@ -154,7 +154,7 @@ def _install(options: InstallOptions, root: Path, target: Path, log: Callable[[s
     log(f"torch build: {build.variant} from {index or 'pip’s configured index'} ({build.reason})")
     progress.stage(0.05, 0.12)
     if target.exists():
-        log(f"Removing the unfinished runtime {target}")
+        log(f"Removing what an earlier install left in {target}")
         shutil.rmtree(target)
     env = child_environment()
     run_streamed([str(base.path), "-m", "venv", "--system-site-packages",
