@@ -13,7 +13,7 @@ export YOLO_OFFLINE ?= 1
 export YOLO_AUTOINSTALL ?= false
 export YOLO_CONFIG_DIR ?= $(CURDIR)/.ultralytics
 
-.PHONY: setup apt test test-qgis-3.40 test-qgis-3.44 test-pyqt6 demo package install-plugin bench clean
+.PHONY: setup apt test test-qgis-3.40 test-qgis-3.44 test-pyqt6 demo package wheel install-plugin bench clean
 
 setup: apt $(VENV)/.installed
 
@@ -71,6 +71,12 @@ $(PLUGIN_ZIP): metadata.txt LICENSE $(shell find sam_cd_plugin resources -type f
 	cp resources/icon.png resources/icon.svg build/package/sam_cd_plugin/resources/
 	rm -f $@ && cd build/package && zip -q -r ../../$@ sam_cd_plugin
 	@echo "plugin zip: $@ (QGIS: Plugins > Manage and Install Plugins > Install from ZIP)"
+
+# The Python package (pyproject.toml): dist/sam_cd-<version>-py3-none-any.whl, for servers and
+# Dask workers (pip install 'dist/sam_cd-...whl[engine,dask]').
+wheel:
+	$$([ -x $(PY) ] && echo $(PY) || echo python3) -m pip wheel --no-deps -q -w dist .
+	@ls dist/sam_cd-*.whl
 
 install-plugin: package
 	mkdir -p "$(QGIS_PROFILE_DIR)/python/plugins"

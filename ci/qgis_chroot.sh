@@ -50,7 +50,13 @@ host_mirror() {
 MIRROR=${SAM_CD_DEBIAN_MIRROR:-$(host_mirror)}
 [ -n "$MIRROR" ] || die "no Debian mirror in /etc/apt/sources.list*; set SAM_CD_DEBIAN_MIRROR"
 
-RECIPE_HASH=$(printf '%s\n' "$RELEASE" $DEBIAN_PACKAGES $OPTIONAL_PACKAGES | sha256sum | cut -c1-12)
+# dpkg settings of the chroot: no fsync per file (a throw-away cache), no docs or man pages.
+DPKG_CFG="force-unsafe-io
+path-exclude=/usr/share/doc/*
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*"
+
+RECIPE_HASH=$(printf '%s\n' "$RELEASE" $DEBIAN_PACKAGES $OPTIONAL_PACKAGES "$DPKG_CFG" | sha256sum | cut -c1-12)
 ROOT=$CACHE/chroot-$RELEASE-$RECIPE_HASH
 APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Check-Date=false -q -y)
 VENV=/opt/sam-cd-venv
@@ -80,13 +86,17 @@ bind() {  # bind SOURCE TARGET_INSIDE_ROOT [ro]
   if [ "${3:-}" = ro ]; then mount -o remount,bind,ro "$target"; fi
 }
 
-# rm -rf that first unmounts whatever a killed run left mounted below PATH (never deletes through
-# a bind mount of /dev, /proc or the repo).
-remove_tree() {
+# Unmounts whatever a killed run left mounted below PATH (callers hold the release's lock).
+unmount_below() {
   local mnt
   for mnt in $(awk -v p="$1" 'index($2, p "/") == 1 {print $2}' /proc/mounts | sort -r); do
     umount "$mnt" 2>/dev/null || umount -l "$mnt"
   done
+}
+
+# rm -rf that never deletes through a bind mount of /dev, /proc or the repo.
+remove_tree() {
+  unmount_below "$1"
   if awk -v p="$1" 'index($2, p "/") == 1 {found = 1} END {exit !found}' /proc/mounts; then
     die "$1 still has mounts below it; not deleting"
   fi
@@ -107,6 +117,7 @@ build_base() {
   debootstrap --variant=minbase "$RELEASE" "$tmp" "$MIRROR" >"$build_log" 2>&1 \
     || { tail -n 20 "$build_log" >&2; die "debootstrap failed"; }
   echo "deb $MIRROR $RELEASE main" >"$tmp/etc/apt/sources.list"
+  echo "$DPKG_CFG" >"$tmp/etc/dpkg/dpkg.cfg.d/01-sam-cd"
   # This machine's extra CA certificates (TLS-intercepting proxies) so pip inside can verify.
   mkdir -p "$tmp/usr/local/share/ca-certificates"
   cp /usr/local/share/ca-certificates/*.crt "$tmp/usr/local/share/ca-certificates/" 2>/dev/null || true
@@ -160,34 +171,40 @@ print(f"versions: QGIS {Qgis.version()} | Qt {QT_VERSION_STR} | PyQt {PYQT_VERSI
 EOF
 }
 
-mkdir -p "$CACHE"
-exec 9>"$CACHE/chroot-$RELEASE.lock"
-flock 9  # one build or run at a time per release (CI and developers share the cache)
-start=$SECONDS
-if [ -f "$ROOT/etc/debian_version" ]; then
-  log "reusing $ROOT"
-else
-  build_base
-  log "chroot built in $((SECONDS - start)) s"
-fi
-pip_hash=$(sha256sum "$PIP_RECIPE" | cut -c1-12)
-if [ "$(cat "$ROOT$VENV/.recipe" 2>/dev/null)" != "$pip_hash" ]; then
-  bind /proc /proc; bind /sys /sys; bind /dev /dev
-  build_venv "$pip_hash"
-  unmount_all
-fi
-log "ready after $((SECONDS - start)) s"
+# The whole run is one function, so editing this file while it runs cannot change what it does.
+main() {
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/chroot-$RELEASE.lock"
+  flock 9  # one build or run at a time per release (CI and developers share the cache)
+  start=$SECONDS
+  if [ -f "$ROOT/etc/debian_version" ]; then
+    log "reusing $ROOT"
+    unmount_below "$ROOT"
+  else
+    build_base
+    log "chroot built in $((SECONDS - start)) s"
+  fi
+  pip_hash=$(sha256sum "$PIP_RECIPE" | cut -c1-12)
+  if [ "$(cat "$ROOT$VENV/.recipe" 2>/dev/null)" != "$pip_hash" ]; then
+    bind /proc /proc; bind /sys /sys; bind /dev /dev
+    build_venv "$pip_hash"
+    unmount_all
+  fi
+  log "ready after $((SECONDS - start)) s"
 
-bind /proc /proc; bind /sys /sys; bind /dev /dev
-bind "$REPO" /work/sam-cd
-if [ -d "$SHARED" ]; then bind "$SHARED" /work/shared ro; fi
-mkdir -p "$ROOT/tmp"
-versions_report
-[ $# -gt 0 ] || set -- tests/qgis -q
-# pytest-qgis needs an offscreen Qt platform in a headless chroot, or it aborts with 134.
-# SAM_CD_DEPRECATIONS=error: deprecation warnings raised from sam_cd_plugin fail the test (conftest).
-SAM_CD_CHROOT_ENV="QT_QPA_PLATFORM=offscreen YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false
-  YOLO_CONFIG_DIR=/tmp/ultralytics PYTHONDONTWRITEBYTECODE=1 SAM_CD_DEPRECATIONS=error CI=${CI:-}
-  ${SAM_CD_CHROOT_ENV:-}" \
-  in_chroot "$ROOT" sh -c 'cd /work/sam-cd && exec "$0" "$@"' $VENV/bin/python -m pytest \
-  -p no:cacheprovider "$@"
+  bind /proc /proc; bind /sys /sys; bind /dev /dev
+  bind "$REPO" /work/sam-cd
+  if [ -d "$SHARED" ]; then bind "$SHARED" /work/shared ro; fi
+  mkdir -p "$ROOT/tmp"
+  versions_report
+  [ $# -gt 0 ] || set -- tests/qgis -q
+  # pytest-qgis needs an offscreen Qt platform in a headless chroot, or it aborts with 134.
+  # SAM_CD_DEPRECATIONS=error: deprecation warnings raised from sam_cd_plugin fail the test (conftest).
+  SAM_CD_CHROOT_ENV="QT_QPA_PLATFORM=offscreen YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false
+    YOLO_CONFIG_DIR=/tmp/ultralytics PYTHONDONTWRITEBYTECODE=1 SAM_CD_DEPRECATIONS=error CI=${CI:-}
+    ${SAM_CD_CHROOT_ENV:-}" \
+    in_chroot "$ROOT" sh -c 'cd /work/sam-cd && exec "$0" "$@"' $VENV/bin/python -m pytest \
+    -p no:cacheprovider "$@"
+}
+
+main "$@"

@@ -3,7 +3,9 @@
 ``initProcessing`` is all that ``qgis_process`` calls; the desktop calls ``initGui``, which
 registers the provider too and adds two actions to the Plugins menu and the toolbar: the dock
 toggle (plugin icon) and *Detect changes…* (the Processing dialog). ``unload`` removes
-everything this object added, including the dock and its running task.
+everything this object added, including the dock and its running task, and stops the engine
+worker. The engine's runtime lives in ``<QGIS profile>/sam_cd/runtime`` (outside the plugin
+folder, which plugin updates replace).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ try:  # Qt6 moved QAction to QtGui
 except ImportError:  # Qt5
     from qgis.PyQt.QtWidgets import QAction
 
+from . import runtime
+from .engine.service import shutdown_engine
+from .gui.settings import user_data_dir
 from .paths import resource_path
 from .processing.provider import SamCdProvider
 
@@ -49,7 +54,8 @@ class SamCdPlugin:
 
     # -- Processing -----------------------------------------------------------------------
     def initProcessing(self) -> None:  # noqa: N802
-        """Register the ``sam_cd`` provider (once)."""
+        """Point the runtime at the QGIS profile and register the ``sam_cd`` provider (once)."""
+        runtime.set_runtime_root(user_data_dir() / "runtime")
         if self.provider is not None:
             return
         provider = SamCdProvider()
@@ -161,7 +167,8 @@ class SamCdPlugin:
         action.deleteLater()
 
     def unload(self) -> None:
-        """Remove the dock (cancelling its task), menu entries, toolbar buttons, dialog and provider."""
+        """Remove the dock (cancelling its task), menu entries, toolbar buttons, dialog and provider;
+        stop the engine worker."""
         self._close_dialog()
         self._remove_dock()
         self._remove_action(self.action, self.open_detect_dialog)
@@ -171,3 +178,4 @@ class SamCdPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+        shutdown_engine()

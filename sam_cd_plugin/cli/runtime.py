@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
                    help="torch build (default: CUDA when nvidia-smi shows a new enough driver, else CPU)")
     i.add_argument("--python", type=Path, default=None,
                    help="base Python to make the venv from (default: the one beside QGIS's)")
+    i.add_argument("--force", action="store_true", help="reinstall even when the engine is ready")
     actions.add_parser("diagnostics", help="print a Markdown report to paste into a bug report")
     u = actions.add_parser("use", help="register an existing Python that has torch and ultralytics")
     u.add_argument("python", type=Path, nargs="?", help="path of that environment's python executable")
@@ -61,7 +62,7 @@ def _install(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, lambda *_: cancelled.append(True))
     log, progress, close = _progress_printer()
     try:
-        status = install_runtime(InstallOptions(python=args.python, torch_build=args.torch),
+        status = install_runtime(InstallOptions(python=args.python, torch_build=args.torch, force=args.force),
                                  log, progress, lambda: bool(cancelled))
     finally:
         close()

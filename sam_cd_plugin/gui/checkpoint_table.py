@@ -1,7 +1,9 @@
 """The δ table of the dock: one row per checkpoint file, built from the checkpoint metadata.
 
 Rows come from the bundled ``resources/checkpoints``, the user's checkpoint folder and files
-added one by one. A file that cannot be read (corrupt, not a sam-cd checkpoint, torch missing)
+added one by one. Listing the files is cheap (:func:`scan_checkpoints`, rows say *checking…*);
+their metadata comes from the engine (:func:`read_entry`, which loads the file: the dock calls it
+in a background task). A file that cannot be read (corrupt, not a sam-cd checkpoint, no engine)
 still gets a row, with the reason in the *Notes* column, so one bad file never breaks the panel.
 """
 
@@ -15,9 +17,12 @@ from typing import Any
 from qgis.PyQt.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from qgis.PyQt.QtGui import QBrush, QColor
 
+from ..core.errors import DependencyError, SamCdError
+from ..engine.service import get_engine
 from ..paths import default_checkpoint
 
-__all__ = ["CheckpointEntry", "CheckpointTableModel", "checkpoint_proxy", "read_entry", "scan_checkpoints"]
+__all__ = ["CheckpointEntry", "CheckpointTableModel", "checkpoint_proxy", "read_entries", "read_entry",
+           "scan_checkpoints"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,11 +50,13 @@ class CheckpointEntry:
     metrics_split: str = ""  # which metrics the scores come from: val, eval or train
     prompts: tuple[str, ...] = ()
     error: str = ""
+    checking: bool = False  # listed, metadata not read yet
+    needs_engine: bool = False  # not read because the detection engine is not installed (error says so)
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:
-        return not self.error
+        return not self.error and not self.checking
 
     @property
     def uses_prompts(self) -> bool:
@@ -69,16 +76,19 @@ def _metrics(meta: dict[str, Any]) -> tuple[float | None, float | None, str]:
 
 
 def read_entry(path: Path, source: str) -> CheckpointEntry:
-    """Read ``path``'s metadata into an entry; errors become the entry's ``error`` text."""
-    try:
-        from ..models.checkpoint import read_metadata  # imports torch: only when the table is built
+    """Read ``path``'s metadata through the engine into an entry; errors become its ``error`` text.
 
-        meta = read_metadata(path)
-    except ImportError as exc:
-        return CheckpointEntry(path, source, error=f"cannot read checkpoints: {exc.name or exc} is not installed")
-    except Exception as exc:  # noqa: BLE001 (any unreadable file must become a row, not a crash)
-        LOGGER.info("Checkpoint %s is unreadable: %s", path, exc)
-        return CheckpointEntry(path, source, error=str(exc) or type(exc).__name__)
+    Loads the checkpoint (in the engine worker or in-process): never call it on the GUI thread.
+    """
+    try:
+        meta = get_engine().checkpoint_metadata(str(path))
+    except (DependencyError, ImportError) as exc:
+        return CheckpointEntry(path, source, error=str(exc), needs_engine=True)
+    except SamCdError as exc:
+        return CheckpointEntry(path, source, error=f"cannot read checkpoints: {exc}")
+    if "error" in meta:
+        LOGGER.info("Checkpoint %s is unreadable: %s", path, meta["error"])
+        return CheckpointEntry(path, source, error=str(meta["error"]) or "unreadable")
     f1, iou, split = _metrics(meta)
     delta = meta.get("delta")
     data = (meta.get("training") or {}).get("data") or []
@@ -98,7 +108,8 @@ def read_entry(path: Path, source: str) -> CheckpointEntry:
 
 
 def scan_checkpoints(folders: list[tuple[Path, str]], files: list[Path]) -> list[CheckpointEntry]:
-    """Entries for every ``*.pt`` in ``folders`` (``(folder, source)`` pairs) plus ``files``.
+    """Entries for every ``*.pt`` in ``folders`` (``(folder, source)`` pairs) plus ``files``, still
+    ``checking`` (no file is opened; :func:`read_entries` fills them in).
 
     Each file appears once (first occurrence wins), in a stable order.
     """
@@ -114,9 +125,14 @@ def scan_checkpoints(folders: list[tuple[Path, str]], files: list[Path]) -> list
         if key in seen:
             continue
         seen.add(key)
-        entries.append(read_entry(path, source) if path.is_file() else
+        entries.append(CheckpointEntry(path, source, checking=True) if path.is_file() else
                        CheckpointEntry(path, source, error="file not found (moved or deleted?)"))
     return entries
+
+
+def read_entries(entries: list[CheckpointEntry]) -> list[CheckpointEntry]:
+    """``entries`` with the metadata of those still ``checking`` read (see :func:`read_entry`)."""
+    return [read_entry(e.path, e.source) if e.checking else e for e in entries]
 
 
 def bundled_checkpoint_folder() -> Path:
@@ -186,8 +202,10 @@ class CheckpointTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if entry.error:
                 return f"{entry.path}\nCannot be used: {entry.error}"
+            if entry.checking:
+                return f"{entry.path}\nReading its metadata…"
             return f"{entry.path} ({entry.source})"
-        if role == Qt.ItemDataRole.ForegroundRole and entry.error:
+        if role == Qt.ItemDataRole.ForegroundRole and entry.error and not entry.needs_engine:
             return QBrush(_ERROR_COLOUR)
         return None
 
@@ -197,7 +215,9 @@ class CheckpointTableModel(QAbstractTableModel):
         if name == "File":
             return entry.path.name
         if entry.error:
-            return {"Method": "unreadable", "Notes": entry.error}.get(name, "")
+            return {"Method": "needs the engine" if entry.needs_engine else "unreadable", "Notes": entry.error}.get(name, "")
+        if entry.checking:
+            return {"Method": "checking…", "Notes": "reading the checkpoint"}.get(name, "")
         split = "" if entry.metrics_split in ("val", "") else f" ({entry.metrics_split})"
         notes = ["bundled"] if entry.source == "bundled" else []
         if entry.prompts:

@@ -1,6 +1,9 @@
 """The sam-cd dock: pick two rasters and a δ-trained checkpoint, click Detect.
 
-Detect builds the parameters of ``sam_cd:detectchanges`` and runs that algorithm as a
+Opening it never blocks QGIS: what needs the engine (checkpoint metadata, weights checks, the
+device line; each may import torch or read a large file) runs in background tasks, and the
+widgets say "checking…" until the answers arrive. A banner offers to install the engine's
+runtime while it is missing. Detect builds the parameters of ``sam_cd:detectchanges`` and runs that algorithm as a
 background task (:class:`~.detection_task.AlgorithmRun`), so a dock run is exactly a toolbox
 run. "Advanced…" opens the algorithm's Processing dialog prefilled with the same parameters.
 Every problem ends up in the message bar; nothing here raises into Qt.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,10 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core.errors import SamCdError
 from ..core.prompts import format_prompts
+from ..engine.service import get_engine
+from .background import BackgroundCall, run_in_background
 from .checkpoint_table import (
     COLUMNS,
     ENTRY_ROLE,
@@ -49,10 +56,13 @@ from .checkpoint_table import (
     CheckpointTableModel,
     bundled_checkpoint_folder,
     checkpoint_proxy,
+    read_entries,
     scan_checkpoints,
 )
 from .detection_task import AlgorithmRun, add_outputs_to_project
+from .diagnostics_dialog import DiagnosticsDialog
 from .prompts_editor import PromptsEditor
+from .runtime_banner import RuntimeBanner
 from .settings import DEVICE_CHOICES, SamCdSettings
 from .weights_panel import WeightsPanel
 
@@ -76,19 +86,15 @@ RASTER_FILTER = (Qgis.LayerFilter.RasterLayer if hasattr(Qgis, "LayerFilter")
 
 
 def describe_device_choice(choice: str) -> tuple[str, bool]:
-    """``(text, is_warning)`` for the device line: GPU name or "CPU (N threads)"."""
-    try:
-        import torch
+    """``(text, is_warning)`` for the device line: GPU name or "CPU (N threads)", from the engine.
 
-        from ..engine.device import describe_device, resolve_device
-    except ImportError as exc:
-        return f"PyTorch is not installed ({exc.name}); detection cannot run.", True
-    device = resolve_device(choice)
-    text = describe_device(device)
-    if choice == "cuda" and device.type != "cuda":
-        return (f"{text} — CUDA was asked for but is not available (torch {torch.__version__} "
-                "sees no usable GPU); the run will use the CPU."), True
-    return text, False
+    Starts the engine (torch): call it from a background task.
+    """
+    try:
+        text = get_engine().describe_device(choice)
+    except (SamCdError, ImportError) as exc:
+        return f"The detection engine cannot run: {exc}", True
+    return text, choice == "cuda" and not text.startswith("CUDA")
 
 
 def _safe_name(text: str) -> str:
@@ -108,6 +114,12 @@ class SamCdDockWidget(QgsDockWidget):
         self._user_picked_layers = False
         self._setting_defaults = False
         self._group_name = ""
+        self.diagnostics_dialog: DiagnosticsDialog | None = None
+        self._table_task: BackgroundCall | None = None
+        self._device_task: BackgroundCall | None = None
+        self._detect_when_read = False  # Detect was clicked while the selected row said "checking…"
+        self._picked = ""  # checkpoint picked while the table was being filled in
+        self._refilling = False
         self._build()
         self._connect()
         self.refresh_checkpoints()
@@ -197,7 +209,13 @@ class SamCdDockWidget(QgsDockWidget):
         self.output_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.output_widget.setFilePath(self.settings.output_folder())
         self.output_widget.lineEdit().setPlaceholderText("temporary folder")
-        run_form.addRow("Device", self.device_combo)
+        self.diagnostics_button = QPushButton("Diagnostics…", body)
+        self.diagnostics_button.setObjectName("diagnostics")
+        self.diagnostics_button.setToolTip("A report of QGIS, Python, GPU and the detection engine, to copy into a bug report")
+        device_row = QHBoxLayout()
+        device_row.addWidget(self.device_combo, 1)
+        device_row.addWidget(self.diagnostics_button)
+        run_form.addRow("Device", device_row)
         run_form.addRow("", self.device_label)
         run_form.addRow("Threshold", self.threshold_spin)
         run_form.addRow("Output folder", self.output_widget)
@@ -230,7 +248,13 @@ class SamCdDockWidget(QgsDockWidget):
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setWidget(body)
-        self.setWidget(scroll)
+        outer = QWidget(self)  # the banner stays above the scrolled part, as wide as the dock
+        outer_layout = QVBoxLayout(outer)
+        outer_layout.setContentsMargins(0, 0, 0, 0)
+        self.banner = RuntimeBanner(outer)
+        outer_layout.addWidget(self.banner)
+        outer_layout.addWidget(scroll, 1)
+        self.setWidget(outer)
         self._update_polygons_option()
 
     def _layer_combo(self, name: str) -> QgsMapLayerComboBox:
@@ -256,6 +280,10 @@ class SamCdDockWidget(QgsDockWidget):
         self.detect_button.clicked.connect(self.detect)
         self.cancel_button.clicked.connect(self.cancel)
         self.advanced_button.clicked.connect(self.open_advanced_dialog)
+        self.diagnostics_button.clicked.connect(self.open_diagnostics)
+        self.banner.diagnosticsRequested.connect(self.open_diagnostics)
+        self.banner.message.connect(lambda text, level: self._message(text, level, 0 if level == Qgis.MessageLevel.Critical else 10))
+        self.banner.ready.connect(self.recheck)
 
     # -- layers ----------------------------------------------------------------------------------
     def _default_layers(self) -> None:
@@ -282,15 +310,48 @@ class SamCdDockWidget(QgsDockWidget):
 
     # -- checkpoints -----------------------------------------------------------------------------
     def refresh_checkpoints(self) -> None:
-        """Rebuild the table from the bundled folder, the user folder and added files."""
+        """Rebuild the table from the bundled folder, the user folder and added files; the rows say
+        "checking…" until their metadata has been read in the background."""
         folders = [(bundled_checkpoint_folder(), "bundled"), (self.settings.checkpoint_folder(), "folder")]
         added = [Path(p) for p in self.settings.added_checkpoints()]
-        self.checkpoint_model.set_entries(scan_checkpoints(folders, added))
-        self.checkpoint_view.sortByColumn(COLUMNS.index("F1"), Qt.SortOrder.DescendingOrder)  # best F1 first
-        self.select_checkpoint(self.settings.selected_checkpoint() or self._first_usable())
+        entries = scan_checkpoints(folders, added)
+        if self._table_task is not None:
+            self._table_task.forget()
+        self._show_entries(entries)
+        self._table_task = run_in_background("sam-cd: reading checkpoints", lambda _task: read_entries(entries),
+                                             self._entries_read) if any(e.checking for e in entries) else None
+
+    def _entries_read(self, entries: list[CheckpointEntry] | None, error: BaseException | None) -> None:
+        pending = self.checkpoint_model.entries()
+        self._table_task = None
+        if error is not None or entries is None:
+            LOGGER.warning("Reading the checkpoints failed: %s", error)
+            entries = [replace(e, checking=False, error=f"cannot read checkpoints: {error}") if e.checking else e
+                       for e in pending]
+        self._show_entries(entries)
+        if self._detect_when_read:
+            self._detect_when_read = False
+            self.detect()
+
+    def _show_entries(self, entries: list[CheckpointEntry]) -> None:
+        """Put ``entries`` in the table and select the row picked since (else the remembered, else
+        the first usable one)."""
+        self._refilling = True
+        try:
+            self.checkpoint_model.set_entries(entries)
+            self.checkpoint_view.sortByColumn(COLUMNS.index("F1"), Qt.SortOrder.DescendingOrder)  # best F1 first
+            candidates = (self._picked, self.settings.selected_checkpoint(), self._first_usable())
+            if not any(candidate and self.select_checkpoint(candidate) for candidate in candidates):
+                self._checkpoint_selected()
+        finally:
+            self._refilling = False
 
     def _first_usable(self) -> str:
-        usable = [e for e in self.checkpoint_model.entries() if e.ok]
+        """The top usable row as sorted (best F1), else the top one still being read (so that Detect
+        has a checkpoint)."""
+        proxy = self.checkpoint_proxy
+        entries = [proxy.index(row, 0).data(ENTRY_ROLE) for row in range(proxy.rowCount())]
+        usable = [e for e in entries if e.ok] or [e for e in entries if e.checking]
         return str(usable[0].path) if usable else ""
 
     def select_checkpoint(self, path: str | Path) -> bool:
@@ -312,6 +373,8 @@ class SamCdDockWidget(QgsDockWidget):
 
     def _checkpoint_selected(self, *_args) -> None:  # type: ignore[no-untyped-def]
         entry = self.selected_entry()
+        if not self._refilling:  # the user's (or a caller's) pick, kept when the rows are filled in
+            self._picked = str(entry.path) if entry is not None else ""
         if entry is not None and entry.ok:
             self.settings.set_selected_checkpoint(entry.path)
         if entry is None or not entry.ok:
@@ -346,9 +409,45 @@ class SamCdDockWidget(QgsDockWidget):
         self.update_device_line()
 
     def update_device_line(self) -> None:
-        text, warning = describe_device_choice(self.device_combo.currentText())
+        """Say "checking…" and describe the chosen device once the engine has answered."""
+        choice = self.device_combo.currentText()
+        self.device_label.setText("checking…")
+        self.device_label.setStyleSheet("color: #57606a; font-style: italic;")
+        if self._device_task is not None:
+            self._device_task.forget()
+        self._device_task = run_in_background("sam-cd: checking the device", lambda _task: describe_device_choice(choice),
+                                              lambda answer, error: self._device_described(choice, answer, error))
+
+    def _device_described(self, choice: str, answer: tuple[str, bool] | None, error: BaseException | None) -> None:
+        self._device_task = None
+        if choice != self.device_combo.currentText():
+            return
+        text, warning = answer if error is None and answer else (f"Cannot check the device: {error}", True)
         self.device_label.setText(("⚠ " if warning else "") + text)
         self.device_label.setStyleSheet("color: #b42318;" if warning else "")
+
+    def checking(self) -> bool:
+        """True while the table, a weights file or the device line waits for the engine."""
+        return self._table_task is not None or self._device_task is not None or self.weights_panel.checking()
+
+    def recheck(self) -> None:
+        """Ask the engine again (after an install): table, weights and device line."""
+        self.refresh_checkpoints()
+        self.weights_panel.refresh()
+        self.update_device_line()
+
+    def open_diagnostics(self) -> None:
+        """Open (or raise) the Diagnostics dialog."""
+        if self.diagnostics_dialog is None:
+            self.diagnostics_dialog = DiagnosticsDialog(self)
+            self.diagnostics_dialog.finished.connect(self._diagnostics_closed)
+        self.diagnostics_dialog.show()
+        self.diagnostics_dialog.raise_()
+
+    def _diagnostics_closed(self, _result: int) -> None:
+        if self.diagnostics_dialog is not None:
+            self.diagnostics_dialog.deleteLater()
+            self.diagnostics_dialog = None
 
     def _message(self, text: str, level: Qgis.MessageLevel, duration: int = 0) -> None:
         self.iface.messageBar().pushMessage(TITLE, text, level, duration)
@@ -378,6 +477,8 @@ class SamCdDockWidget(QgsDockWidget):
         entry = self.selected_entry()
         if entry is None:
             raise ValueError("Select a checkpoint in the table.")
+        if entry.checking:
+            raise ValueError(f"The checkpoint {entry.path.name} is still being read; Detect once its row is filled in.")
         if not entry.ok:
             raise ValueError(f"The checkpoint {entry.path.name} cannot be used: {entry.error}")
         folder = Path(self.output_widget.filePath() or QgsProcessingUtils.tempFolder())
@@ -406,6 +507,12 @@ class SamCdDockWidget(QgsDockWidget):
         """Start the background run (slot of Detect)."""
         if self.run is not None and self.run.running:
             self._message("A detection is already running.", Qgis.MessageLevel.Warning, 5)
+            return
+        waiting = self.selected_entry()
+        if waiting is not None and waiting.checking and self._table_task is not None:
+            self._detect_when_read = True
+            self._message(f"Reading {waiting.path.name} first; the detection starts when its row is filled in.",
+                          Qgis.MessageLevel.Info, 5)
             return
         try:
             params = self.build_parameters()
@@ -493,6 +600,15 @@ class SamCdDockWidget(QgsDockWidget):
             self.run.progressChanged.disconnect(self._progress)
             self.run.cancel()
         self.weights_panel.cancel_download()
+        self.weights_panel.forget_checks()
+        self.banner.shutdown()
+        for task in (self._table_task, self._device_task):
+            if task is not None:
+                task.forget()
+        self._table_task = self._device_task = None
+        self._detect_when_read = False
+        if self.diagnostics_dialog is not None:
+            self.diagnostics_dialog.close()
         self.close_advanced_dialog()
         try:
             QgsProject.instance().legendLayersAdded.disconnect(self._layers_added)

@@ -2,8 +2,10 @@
 
 Status of a file: *found* (it loads into the encoder's architecture with the safe weights
 validator), *missing* (no file chosen or the file is gone) or *wrong model* (unreadable, not
-weights, or weights of another model; the tooltip gives the validator's reason). Checks are
-cached per (file, size, modification time), so reopening the dock does not reload files.
+weights, or weights of another model; the tooltip gives the validator's reason). Loading a file
+(CLIP is 338 MB) is the engine's job and runs in a background task: the row says *checking…*
+until the answer arrives. Answers are cached per (file, size, modification time), so reopening
+the dock does not reload files.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from qgis.gui import QgsFileWidget
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QGridLayout, QLabel, QProgressBar, QPushButton, QWidget
 
+from ..core.errors import SamCdError
+from ..engine.service import get_engine
+from .background import BackgroundCall, run_in_background
 from .settings import SamCdSettings, weights_dir
 from .weights_download import OFFICIAL_WEIGHTS, OfficialWeights, WeightsDownload
 
-__all__ = ["WeightsPanel", "WeightsState", "WeightsStatus", "check_weights"]
+__all__ = ["WeightsPanel", "WeightsState", "WeightsStatus", "check_weights", "known_status"]
 
 LOGGER = logging.getLogger(__name__)
-CLIP_KEY = "clip-vit-b-32"
 
 
 class WeightsState(Enum):
@@ -31,6 +35,7 @@ class WeightsState(Enum):
     MISSING = "missing"
     WRONG = "wrong model"
     UNCHECKED = "not checked"
+    CHECKING = "checking…"
 
 
 @dataclass(frozen=True)
@@ -42,40 +47,40 @@ class WeightsStatus:
 _CACHE: dict[tuple[str, str, int, int], WeightsStatus] = {}
 
 
-def _validate(key: str, path: Path) -> None:
-    """Load ``path`` as the weights of ``key``; raises the validator's error when it does not fit."""
-    if key == CLIP_KEY:
-        from ..models.semantic_prior import ClipScorer
-
-        ClipScorer.load(path, "ViT-B-32")
-    else:
-        from ..models.encoders import build_encoder
-
-        build_encoder(key, weights=path)
+def _cache_key(key: str, file: Path) -> tuple[str, str, int, int]:
+    stat = file.stat()
+    return key, str(file.resolve()), stat.st_size, stat.st_mtime_ns
 
 
-def check_weights(key: str, path: str | Path | None) -> WeightsStatus:
-    """Status of weights file ``path`` for encoder ``key`` (loads the file once, then cached)."""
+def known_status(key: str, path: str | Path | None) -> WeightsStatus | None:
+    """The status of ``path`` known without reading it (missing, or checked before); None when
+    only :func:`check_weights` can tell. Cheap: safe on the GUI thread."""
     if not path:
         return WeightsStatus(WeightsState.MISSING, "no weights file chosen")
     file = Path(path)
     if not file.is_file():
         return WeightsStatus(WeightsState.MISSING, f"{file} does not exist")
-    stat = file.stat()
-    cache_key = (key, str(file.resolve()), stat.st_size, stat.st_mtime_ns)
-    if cache_key in _CACHE:
-        return _CACHE[cache_key]
-    try:
-        _validate(key, file)
-        status = WeightsStatus(WeightsState.FOUND, f"{file.name} loads into {key}")
-    except ImportError as exc:  # torch/ultralytics/open_clip missing: say so, do not cache
-        return WeightsStatus(WeightsState.UNCHECKED, f"cannot check: {exc.name or exc} is not installed")
-    except Exception as exc:  # noqa: BLE001 (every failure of an untrusted file is a status)
-        from ..core.errors import DependencyError
+    return _CACHE.get(_cache_key(key, file))
 
-        if isinstance(exc, DependencyError):
-            return WeightsStatus(WeightsState.UNCHECKED, f"cannot check: {exc}")
-        status = WeightsStatus(WeightsState.WRONG, str(exc) or type(exc).__name__)
+
+def check_weights(key: str, path: str | Path | None) -> WeightsStatus:
+    """Status of weights file ``path`` for encoder ``key``: the engine loads it (once, then cached).
+
+    Reads the whole file: call it from a background task, never on the GUI thread.
+    """
+    known = known_status(key, path)
+    if known is not None:
+        return known
+    file = Path(str(path))
+    cache_key = _cache_key(key, file)
+    try:
+        answer = get_engine().check_weights(key, str(file))
+    except (SamCdError, ImportError) as exc:  # no engine to ask (not installed, failed to start): not cached
+        return WeightsStatus(WeightsState.UNCHECKED, f"cannot check: {exc}")
+    if answer.get("ok"):
+        status = WeightsStatus(WeightsState.FOUND, str(answer.get("message") or f"{file.name} loads into {key}"))
+    else:
+        status = WeightsStatus(WeightsState.WRONG, str(answer.get("message") or "not weights of this model"))
     _CACHE[cache_key] = status
     return status
 
@@ -85,6 +90,7 @@ _STATE_STYLE = {
     WeightsState.MISSING: "color: #9a6700;",
     WeightsState.WRONG: "color: #b42318; font-weight: bold;",
     WeightsState.UNCHECKED: "color: #57606a;",
+    WeightsState.CHECKING: "color: #57606a; font-style: italic;",
 }
 
 
@@ -106,6 +112,8 @@ class WeightsPanel(QWidget):
         super().__init__(parent)
         self.settings = settings
         self.rows: dict[str, _Row] = {}
+        self.shown: dict[str, WeightsStatus] = {}
+        self.checks: dict[tuple[str, str], BackgroundCall] = {}
         self.download: WeightsDownload | None = None
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -121,7 +129,9 @@ class WeightsPanel(QWidget):
             download = QPushButton("Download", self)
             download.setObjectName(f"weightsDownload_{item.key}")
             download.setToolTip(f"Download {item.filename} (~{item.approx_mb} MB) from {item.url} into {weights_dir()}")
-            layout.addWidget(QLabel(item.label, self), line, 0)
+            name = QLabel(item.label, self)
+            name.setWordWrap(True)  # "CLIP ViT-B-32 (SAM-CD prompts)" must not set the dock's width
+            layout.addWidget(name, line, 0)
             layout.addWidget(picker, line, 1)
             layout.addWidget(status, line, 2)
             layout.addWidget(download, line, 3)
@@ -153,10 +163,15 @@ class WeightsPanel(QWidget):
         return self.rows[key].picker.filePath()
 
     def status(self, key: str) -> WeightsStatus:
-        return check_weights(key, self.path(key))
+        """What the row of ``key`` shows now (``CHECKING`` while its check runs)."""
+        return self.shown[key]
+
+    def checking(self) -> bool:
+        """True while a check runs in the background."""
+        return bool(self.checks)
 
     def refresh(self) -> None:
-        """Re-check every row (cached checks are instant)."""
+        """Show every row's status; files not checked yet are checked in the background."""
         for key in self.rows:
             self._show_status(key)
 
@@ -165,12 +180,46 @@ class WeightsPanel(QWidget):
         self._show_status(key)
 
     def _show_status(self, key: str) -> None:
+        path = self.path(key)
+        status = known_status(key, path)
+        if status is None:
+            status = WeightsStatus(WeightsState.CHECKING, f"loading {Path(path).name} to check it…")
+            self._start_check(key, path)
+        self._display(key, status)
+
+    def _display(self, key: str, status: WeightsStatus) -> None:
         row = self.rows[key]
-        status = check_weights(key, row.picker.filePath())
         row.status.setText(status.state.value)
         row.status.setToolTip(status.message)
         row.status.setStyleSheet(_STATE_STYLE[status.state])
+        self.shown[key] = status
         self.statusChanged.emit(key, status)
+
+    def _start_check(self, key: str, path: str, downloaded: bool = False) -> None:
+        if (key, path) in self.checks:
+            return
+        self.checks[(key, path)] = run_in_background(
+            f"sam-cd: checking {Path(path).name}",
+            lambda _task: check_weights(key, path),
+            lambda status, error: self._checked(key, path, status, error, downloaded),
+        )
+
+    def _checked(self, key: str, path: str, status: WeightsStatus | None, error: BaseException | None,
+                 downloaded: bool) -> None:
+        self.checks.pop((key, path), None)
+        if error is not None or status is None:
+            LOGGER.info("Checking %s failed: %s", path, error)
+            status = WeightsStatus(WeightsState.UNCHECKED, f"cannot check: {error}")
+        if downloaded:
+            self._downloaded_checked(key, path, status)
+        elif self.path(key) == path:  # the user may have picked another file meanwhile
+            self._display(key, status)
+
+    def forget_checks(self) -> None:
+        """Let running checks end without touching this panel (it is being closed)."""
+        for task in self.checks.values():
+            task.forget()
+        self.checks.clear()
 
     # -- download ----------------------------------------------------------------------------
     def start_download(self, key: str, url: str | None = None) -> None:
@@ -207,15 +256,20 @@ class WeightsPanel(QWidget):
 
     def _download_done(self, key: str, path: str) -> None:
         self._download_ended()
-        status = check_weights(key, path)
+        self._display(key, WeightsStatus(WeightsState.CHECKING, f"loading the downloaded {Path(path).name} to check it…"))
+        self._start_check(key, path, downloaded=True)
+
+    def _downloaded_checked(self, key: str, path: str, status: WeightsStatus) -> None:
         if status.state == WeightsState.WRONG:  # files without a known sha256 are verified by loading
             Path(path).unlink(missing_ok=True)
+            self._show_status(key)
             self.message.emit(
                 f"The downloaded {Path(path).name} does not load as {key} weights, so it was deleted: {status.message}",
                 True,
             )
         else:
             self.rows[key].picker.setFilePath(path)  # saves the setting and shows the status
+            self._show_status(key)  # the same path again: fileChanged does not fire
             self.message.emit(f"Downloaded {Path(path).name} to {Path(path).parent}.", False)
 
     def _download_failed(self, text: str) -> None:

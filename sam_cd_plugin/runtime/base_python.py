@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
+from .pip_runner import child_environment
+
 __all__ = ["SUPPORTED_VERSIONS", "BasePython", "python_candidates", "find_base_python",
            "check_base_python", "version_problem"]
 
@@ -114,7 +116,7 @@ def check_base_python(path: Path, wanted: tuple[int, int] = sys.version_info[:2]
         return f"{path} does not exist"
     try:
         out = subprocess.run([str(path), "-I", "-c", _PROBE], capture_output=True, text=True,  # nosec B603
-                             timeout=60, check=True).stdout
+                             timeout=60, check=True, env=child_environment()).stdout
         probe = json.loads(out.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         return f"{path} does not run as a Python interpreter ({exc})"

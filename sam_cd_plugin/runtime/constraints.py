@@ -16,6 +16,8 @@ import subprocess  # nosec B404
 from dataclasses import dataclass
 from pathlib import Path
 
+from .pip_runner import child_environment
+
 __all__ = ["PROTECTED", "GDAL_FALLBACK", "VenvProbe", "probe_venv", "constraints_text"]
 
 #: numpy and the base's packages compiled against it.
@@ -53,7 +55,7 @@ class VenvProbe:
 def probe_venv(python: Path) -> VenvProbe:
     """Ask the venv's ``python`` (raises ``subprocess.CalledProcessError`` / ``OSError`` on failure)."""
     out = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True,  # nosec B603
-                         timeout=120, check=True).stdout
+                         timeout=120, check=True, env=child_environment()).stdout
     data = json.loads(out.strip().splitlines()[-1])
     return VenvProbe(dict(data["distributions"]), data["osgeo"])
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .location import LOG_NAME
 from .pip_runner import child_environment
+from .requirements import ENGINE_REQUIREMENTS
 from .status import runtime_status
 from .torch_build import choose_torch_build, parse_nvidia_smi, query_nvidia_smi
 
@@ -60,7 +61,7 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def diagnostics_report(host: dict[str, str] | None = None) -> str:
+def diagnostics_report(host: dict[str, str] | None = None, requirements: Path = ENGINE_REQUIREMENTS) -> str:
     """The report (Markdown); ``host`` adds what only the caller knows, e.g. ``{"QGIS": ..., "Qt": ...}``."""
     from .. import __version__
 
@@ -68,7 +69,7 @@ def diagnostics_report(host: dict[str, str] | None = None) -> str:
     smi = query_nvidia_smi()
     gpu = parse_nvidia_smi(smi)
     build = choose_torch_build(sys.platform, smi)
-    status = runtime_status()
+    status = runtime_status(requirements)
     rows = [("sam-cd", __version__),
             ("QGIS", host.pop("QGIS", "not given (report made outside QGIS)")),
             ("Qt", host.pop("Qt", "not given (report made outside QGIS)")),

@@ -20,13 +20,16 @@ KINDS = ("network", "proxy", "ssl", "disk_full", "no_write", "unsupported_python
 # Checked in this order: a proxy or certificate failure also reads as a failed connection. Within
 # a kind, the alternatives go from the most readable phrase to the least (see :func:`evidence`).
 _CAUSES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("disk_full", (r"No space left on device", r"\[Errno 28\]", r"Disk quota exceeded", r"\[Errno 122\]")),
-    ("no_write", (r"Permission denied", r"Read-only file system", r"\[Errno 13\]", r"\[Errno 30\]")),
+    ("disk_full", (r"No space left on device", r"not enough space on the disk", r"\[Errno 28\]",
+                   r"\[WinError 112\]", r"Disk quota exceeded", r"\[Errno 122\]")),
+    ("no_write", (r"Permission denied", r"Access is denied", r"Read-only file system", r"\[Errno 13\]",
+                  r"\[WinError 5\]", r"\[Errno 30\]")),
     ("proxy", (r"Tunnel connection failed", r"407 Proxy Authentication", r"Cannot connect to proxy", r"ProxyError")),
     ("ssl", (r"certificate verify failed", r"CERTIFICATE_VERIFY_FAILED", r"SSLError", r"SSL: ")),
     ("network", (r"Failed to establish a new connection", r"Name or service not known",
-                 r"Temporary failure in name resolution", r"Network is unreachable", r"No route to host",
-                 r"getaddrinfo failed", r"Connection refused", r"Read timed out", r"ConnectTimeoutError",
+                 r"Temporary failure in name resolution", r"nodename nor servname provided",
+                 r"Network is unreachable", r"No route to host", r"getaddrinfo failed", r"actively refused",
+                 r"Connection refused", r"Read timed out", r"ConnectTimeoutError",
                  r"ReadTimeoutError", r"Connection reset", r"NewConnectionError", r"Max retries exceeded",
                  r"Could not fetch URL")),
     ("unsupported_python", (r"(No matching distribution found|Could not find a version that satisfies "

@@ -33,7 +33,7 @@ from .errors import RuntimeInstallError, advice_for, classify_os_error
 from .location import LOCK_NAME, LOG_NAME, python_tag, runtime_dir, runtime_root, venv_python
 from .lock import InstallLock, LockBusy
 from .pip_runner import child_environment, run_streamed
-from .records import marker_path, write_record
+from .records import marker_path, read_record, write_record
 from .requirements import ENGINE_REQUIREMENTS, requirement_lines, requirements_hash, torch_lines
 from .status import RuntimeStatus, runtime_status
 from .torch_build import TorchBuild, build_for_variant, choose_torch_build, query_nvidia_smi, torch_index
@@ -48,7 +48,8 @@ class InstallOptions:
     """What to install: ``python`` None = find QGIS's; ``torch_build`` None = choose from ``nvidia-smi``.
 
     ``verify_imports``: modules the finished venv must import; ``pip_args``: extra arguments
-    for every ``pip install`` (e.g. ``("--retries", "0")``).
+    for every ``pip install`` (e.g. ``("--proxy", "http://user:password@host:3128")`` from
+    QGIS's proxy settings); ``force``: reinstall even when the runtime for these pins is ready.
     """
 
     requirements: Path = ENGINE_REQUIREMENTS
@@ -56,10 +57,12 @@ class InstallOptions:
     torch_build: str | None = None
     verify_imports: tuple[str, ...] = ("torch", "torchvision", "ultralytics", "open_clip", "numpy", "osgeo.gdal")
     pip_args: tuple[str, ...] = ()
+    force: bool = False
 
 
 class _Progress:
-    """Maps pip's lines onto a share of the whole install (pip tells no totals up front)."""
+    """Maps pip's lines onto a share of the whole install (pip tells no totals up front):
+    resolving and downloading fill half of a pip stage, unpacking the rest."""
 
     def __init__(self, report: Callable[[float], None]):
         self.report, self.lo, self.hi, self.seen, self.value = report, 0.0, 0.0, 0, 0.0
@@ -75,9 +78,9 @@ class _Progress:
     def line(self, text: str) -> None:
         if text.startswith(("Collecting", "Downloading", "Processing", "  Downloading", "Requirement already")):
             self.seen += 1
-            self.set(self.lo + 0.8 * (self.hi - self.lo) * (1 - 0.9 ** self.seen))
-        elif text.startswith("Installing collected packages"):
-            self.set(self.lo + 0.85 * (self.hi - self.lo))
+            self.set(self.lo + 0.5 * (self.hi - self.lo) * (1 - 0.9 ** self.seen))
+        elif text.startswith("Installing collected packages"):  # unpacking: silent, and long for torch
+            self.set(self.lo + 0.55 * (self.hi - self.lo))
 
 
 _VERIFY = """
@@ -125,6 +128,13 @@ def _base_python(options: InstallOptions) -> BasePython:
     return found
 
 
+def _installed(target: Path, requirements: Path) -> bool:
+    """Whether ``target`` holds a finished runtime for ``requirements``."""
+    marker = read_record(marker_path(target))
+    return bool(marker) and marker.get("requirements_hash") == requirements_hash(requirements) \
+        and Path(str(marker.get("python", ""))).is_file()
+
+
 def _remove_older(root: Path, keep: Path) -> list[Path]:
     removed = []
     for other in root.glob(f"{python_tag()}-*"):
@@ -144,7 +154,7 @@ def _install(options: InstallOptions, root: Path, target: Path, log: Callable[[s
     log(f"torch build: {build.variant} from {index or 'pip’s configured index'} ({build.reason})")
     progress.stage(0.05, 0.12)
     if target.exists():
-        log(f"Removing the unfinished runtime {target}")
+        log(f"Removing what an earlier install left in {target}")
         shutil.rmtree(target)
     env = child_environment()
     run_streamed([str(base.path), "-m", "venv", "--system-site-packages",
@@ -204,6 +214,28 @@ def _verify(python: Path, options: InstallOptions, env: dict[str, str]) -> dict[
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _install_logged(options: InstallOptions, root: Path, target: Path, log: Callable[[str], None],
+                    progress: Callable[[float], None], is_cancelled: Callable[[], bool]) -> None:
+    """:func:`_install` with every line also written to ``<root>/install.log``."""
+    log_path = root / LOG_NAME
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        def both(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+            log(line)
+
+        both(f"sam-cd engine install into {target}, "
+             f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
+        try:
+            _install(options, root, target, both, _Progress(progress), is_cancelled)
+        except RuntimeInstallError as exc:
+            both(f"error ({exc.kind}): {exc.message}")
+            shutil.rmtree(target, ignore_errors=True)
+            raise RuntimeInstallError(exc.kind, exc.message, advice_for(exc.kind, root, log_path),
+                                      log_path) from exc
+        both("done")
+
+
 def install_runtime(options: InstallOptions, log: Callable[[str], None], progress: Callable[[float], None],
                     is_cancelled: Callable[[], bool]) -> RuntimeStatus:
     """Install the runtime for ``options`` (see the module docstring); the resulting status."""
@@ -212,8 +244,7 @@ def install_runtime(options: InstallOptions, log: Callable[[str], None], progres
     target = runtime_dir(root, requirements_hash(options.requirements))
     try:
         root.mkdir(parents=True, exist_ok=True)
-        lock = InstallLock(root / LOCK_NAME)
-        lock.__enter__()
+        lock = InstallLock(root / LOCK_NAME).acquire()
     except LockBusy as exc:
         raise RuntimeInstallError("busy", f"Another engine install is running (process {exc.holder or '?'}).") from exc
     except OSError as exc:
@@ -221,28 +252,16 @@ def install_runtime(options: InstallOptions, log: Callable[[str], None], progres
         raise RuntimeInstallError(kind, f"Cannot prepare the runtime folder {root} ({exc}).",
                                   advice_for(kind, root, log_path)) from exc
     try:
-        with open(log_path, "w", encoding="utf-8") as log_file:
-            def both(line: str) -> None:
-                log_file.write(line + "\n")
-                log_file.flush()
-                log(line)
-
-            both(f"sam-cd engine install into {target}, "
-                 f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
-            try:
-                _install(options, root, target, both, _Progress(progress), is_cancelled)
-            except RuntimeInstallError as exc:
-                both(f"error ({exc.kind}): {exc.message}")
-                shutil.rmtree(target, ignore_errors=True)
-                raise RuntimeInstallError(exc.kind, exc.message, advice_for(exc.kind, root, log_path),
-                                          log_path) from exc
-            both("done")
+        if _installed(target, options.requirements) and not options.force:
+            log(f"The engine for these pins is already installed in {target}: nothing to do.")
+        else:
+            _install_logged(options, root, target, log, progress, is_cancelled)
     except OSError as exc:
         shutil.rmtree(target, ignore_errors=True)
         kind = classify_os_error(exc)
         raise RuntimeInstallError(kind, f"The engine install into {target} failed ({exc}).",
                                   advice_for(kind, root, log_path), log_path) from exc
     finally:
-        lock.__exit__(None, None, None)
+        lock.release()
     progress(1.0)
     return runtime_status(options.requirements)

@@ -57,7 +57,8 @@ class InstallLock:
     def __init__(self, path: Path, wait: float = 1.0):
         self.path, self.wait, self._fd = Path(path), wait, None
 
-    def __enter__(self) -> "InstallLock":
+    def acquire(self) -> "InstallLock":
+        """Take the lock, waiting up to ``wait`` seconds; raises :class:`LockBusy` or ``OSError``."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.wait
         while not _try_lock(fd):
@@ -77,11 +78,17 @@ class InstallLock:
         self._fd = fd
         return self
 
-    def __exit__(self, *exc) -> None:
+    def release(self) -> None:
         if self._fd is not None:
             _unlock(self._fd)
             os.close(self._fd)
             self._fd = None
+
+    def __enter__(self) -> "InstallLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def install_running(path: Path) -> bool:

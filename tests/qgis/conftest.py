@@ -127,6 +127,17 @@ def iface_browser(qgis_iface, monkeypatch):
     del model
 
 
+@pytest.fixture(scope="session")
+def fastsam_s_file(tmp_path_factory) -> Path:
+    """A FastSAM-s weights file in the official ultralytics format (fresh architecture, fp16)."""
+    import torch
+    from ultralytics.nn.tasks import SegmentationModel
+
+    path = tmp_path_factory.mktemp("weights") / "FastSAM-s.pt"
+    torch.save({"model": SegmentationModel("yolov8s-seg.yaml", nc=1, verbose=False).half(), "ema": None}, path)
+    return path
+
+
 @pytest.fixture
 def iface_layer_tree(qgis_iface, monkeypatch):
     """pytest-qgis' iface stub with a real layer tree view of the project: from QGIS 3.44 on,
@@ -141,3 +152,32 @@ def iface_layer_tree(qgis_iface, monkeypatch):
     monkeypatch.setattr(qgis_iface, "layerTreeView", lambda: view, raising=False)
     yield qgis_iface
     del view, model
+
+
+@pytest.fixture
+def make_dock(qgis_iface, clean_samcd_settings):  # noqa: ARG001
+    """Opens docks like the user (and waits for their checks); afterwards shuts them down and waits
+    for cancelled runs to end."""
+    from pytest_qgis.utils import process_events, wait_until
+
+    from sam_cd_plugin.gui import detection_task
+    from sam_cd_plugin.gui.dock_widget import SamCdDockWidget
+    from samcd_qgis_helpers import DOCK_TIMEOUT_MS, settle
+
+    docks: list[SamCdDockWidget] = []
+    qgis_iface.messageBar().clear_messages()
+
+    def make(wait: bool = True) -> SamCdDockWidget:
+        dock = SamCdDockWidget(qgis_iface, qgis_iface.mainWindow())
+        docks.append(dock)
+        if wait:
+            settle(dock)  # the table, weights rows and device line say "checking…" until the engine answers
+        return dock
+
+    yield make
+    for dock in docks:
+        dock.shutdown()
+        dock.setParent(None)
+        dock.deleteLater()
+    assert wait_until(lambda: not detection_task._ACTIVE, timeout_milliseconds=DOCK_TIMEOUT_MS)
+    process_events()

@@ -148,3 +148,14 @@ def checkpoint_with_meta(source: Path, target: Path, **changes) -> Path:
     payload["meta"] = json.dumps(meta, sort_keys=True)
     torch.save(payload, target)
     return target
+
+
+DOCK_TIMEOUT_MS = 180_000
+
+
+def settle(dock) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the dock's background checks (table, weights rows, device line) have answered."""
+    from pytest_qgis.utils import process_events, wait_until
+
+    assert wait_until(lambda: not dock.checking(), timeout_milliseconds=DOCK_TIMEOUT_MS)
+    process_events()

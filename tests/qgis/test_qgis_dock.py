@@ -12,13 +12,13 @@ from pytest_qgis.utils import process_events, wait_until
 from qgis.core import Qgis, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt, QTimer, QUrl
 
-from sam_cd_plugin.gui import detection_task, weights_download
+from sam_cd_plugin.gui import weights_download
 from sam_cd_plugin.gui.checkpoint_table import COLUMNS
 from sam_cd_plugin.gui.dock_widget import SamCdDockWidget
 from sam_cd_plugin.gui.settings import SamCdSettings, weights_dir
 from sam_cd_plugin.gui.weights_download import WeightsDownload, official_weights
 from sam_cd_plugin.paths import default_checkpoint
-from samcd_qgis_helpers import checkpoint_with_meta, upscaled_copy
+from samcd_qgis_helpers import checkpoint_with_meta, settle, upscaled_copy
 
 pytestmark = pytest.mark.usefixtures("sam_cd_provider")
 
@@ -40,26 +40,6 @@ def add_raster(project: QgsProject, path: Path, name: str) -> str:
     layer_id = layer.id()
     del layer
     return layer_id
-
-
-@pytest.fixture
-def make_dock(qgis_iface, clean_samcd_settings):
-    """Builds docks; afterwards shuts them down and waits for cancelled tasks to end."""
-    docks: list[SamCdDockWidget] = []
-    qgis_iface.messageBar().clear_messages()
-
-    def make() -> SamCdDockWidget:
-        dock = SamCdDockWidget(qgis_iface, qgis_iface.mainWindow())
-        docks.append(dock)
-        return dock
-
-    yield make
-    for dock in docks:
-        dock.shutdown()
-        dock.setParent(None)
-        dock.deleteLater()
-    assert wait_until(lambda: not detection_task._ACTIVE, timeout_milliseconds=RUN_TIMEOUT_MS)
-    process_events()
 
 
 def table_rows(dock: SamCdDockWidget) -> list[dict[str, str]]:
@@ -165,6 +145,27 @@ def test_detect_adds_styled_layers_in_a_group(make_dock, project, norcia, tiny_c
     assert again.output_widget.filePath() == str(out_dir)
 
 
+def test_detect_clicked_before_the_table_is_filled_in_runs_once_it_is(make_dock, project, norcia, tiny_checkpoint,
+                                                                     clean_samcd_settings, qgis_iface, tmp_path) -> None:
+    """A new user clicks Detect at once: the run waits for the table, then uses its best checkpoint."""
+    best = checkpoint_with_meta(tiny_checkpoint, clean_samcd_settings / "tiny.pt", metrics={"val": {"f1": 0.9}})
+    add_raster(project, norcia.before, "before")
+    add_raster(project, norcia.after, "after")
+    settings = SamCdSettings()
+    settings.set_device("cpu")
+    settings.set_output_folder(tmp_path / "outputs")
+    dock = make_dock(wait=False)
+    assert dock.selected_entry() is not None and dock.selected_entry().checking
+    dock.detect_button.click()  # at once, while the rows still say "checking…"
+    assert dock.run is None
+    assert any("starts when its row is filled in" in m for m in messages(qgis_iface, Qgis.MessageLevel.Info))
+    wait_for_run(dock)
+    assert dock.selected_entry().path == best  # best F1 once the scores are known
+    assert dock.run.parameters["CHECKPOINT"] == str(best)
+    assert any("Detection finished" in m for m in messages(qgis_iface, Qgis.MessageLevel.Success))
+    assert not messages(qgis_iface, Qgis.MessageLevel.Critical)
+
+
 def test_cancel_a_long_run_leaves_no_layer_and_no_file(make_dock, project, norcia, tiny_checkpoint,
                                                        clean_samcd_settings, qgis_iface, tmp_path) -> None:
     big_before = upscaled_copy(norcia.before, tmp_path / "big_before.tif", 4)
@@ -227,17 +228,6 @@ def test_table_sorts_by_delta_and_f1(make_dock, tiny_checkpoint, clean_samcd_set
     assert order() == ["d05.pt", "d03.pt", "d01.pt"]
 
 
-@pytest.fixture(scope="module")
-def fastsam_s_file(tmp_path_factory) -> Path:
-    """A FastSAM-s weights file in the official ultralytics format (fresh architecture, fp16)."""
-    import torch
-    from ultralytics.nn.tasks import SegmentationModel
-
-    path = tmp_path_factory.mktemp("weights") / "FastSAM-s.pt"
-    torch.save({"model": SegmentationModel("yolov8s-seg.yaml", nc=1, verbose=False).half(), "ema": None}, path)
-    return path
-
-
 def test_weights_status_found_missing_wrong(make_dock, fastsam_s_file, tiny_checkpoint, tmp_path) -> None:
     dock = make_dock()
     panel = dock.weights_panel
@@ -250,13 +240,17 @@ def test_weights_status_found_missing_wrong(make_dock, fastsam_s_file, tiny_chec
     text_file = tmp_path / "notes.pt"
     text_file.write_text("hello")
     panel.rows["fastsam-s"].picker.setFilePath(str(text_file))
+    assert status.text() == "checking…"
+    settle(dock)
     assert status.text() == "wrong model"
 
     panel.rows["fastsam-x"].picker.setFilePath(str(fastsam_s_file))  # FastSAM-s file on the FastSAM-x row
+    settle(dock)
     assert panel.rows["fastsam-x"].status.text() == "wrong model"
     assert "fastsam-x" in panel.rows["fastsam-x"].status.toolTip()
 
     panel.rows["fastsam-s"].picker.setFilePath(str(fastsam_s_file))
+    settle(dock)
     assert status.text() == "found"
     assert SamCdSettings().weights_path("fastsam-s") == str(fastsam_s_file)  # remembered
 
@@ -300,6 +294,7 @@ def test_download_checks_sha256_and_explains_offline(make_dock, fastsam_s_file, 
         dock.weights_panel.start_download("fastsam-s", url=url)
         assert not dock.weights_panel.progress.isHidden()  # shown while it runs
         assert wait_until(lambda: dock.weights_panel.progress.isHidden(), timeout_milliseconds=30_000)
+        settle(dock)
         assert target.is_file()
         assert dock.weights_panel.rows["fastsam-s"].status.text() == "found"
     finally:
@@ -311,8 +306,11 @@ def test_device_line(make_dock) -> None:
 
     dock = make_dock()
     dock.device_combo.setCurrentText("cpu")
+    settle(dock)
     assert dock.device_label.text().startswith("CPU (") and "threads" in dock.device_label.text()
     dock.device_combo.setCurrentText("cuda")
+    assert dock.device_label.text() == "checking…"
+    settle(dock)
     if torch.cuda.is_available():
         assert torch.cuda.get_device_name(0) in dock.device_label.text()
     else:

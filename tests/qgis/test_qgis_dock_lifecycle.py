@@ -88,6 +88,7 @@ def test_unload_with_the_dock_open_and_running_leaves_nothing(qgis_iface, qgis_p
         plugin.dock_action.trigger()
         dock = plugin.dock
         assert dock.isVisible()
+        assert wait_until(lambda: not dock.checking(), timeout_milliseconds=120_000)  # the table is filled in
         dock.select_checkpoint(clean_samcd_settings / "tiny.pt")
         dock.device_combo.setCurrentText("cpu")
         dock.output_widget.setFilePath(str(out_dir))

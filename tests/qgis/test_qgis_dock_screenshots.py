@@ -1,19 +1,22 @@
-"""Screenshots for the README: the dock, and a detection result on a map.
+"""Screenshots for the README: the dock, its first-run banner, the Diagnostics dialog, and a
+detection result on a map.
 
 Rendered offscreen into a temporary folder; with ``SAMCD_SCREENSHOTS=1`` they are written to
-``docs/dock.png`` and ``docs/result_map.png`` (how the README images are refreshed).
+``docs/dock.png``, ``docs/dock_install_engine.png``, ``docs/diagnostics.png`` and
+``docs/result_map.png`` (how the README images are refreshed).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import processing
 import pytest
-from pytest_qgis.utils import process_events
+from pytest_qgis.utils import process_events, wait_until
 from qgis.core import QgsMapRendererParallelJob, QgsMapSettings, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
@@ -40,30 +43,70 @@ def image_array(image: QImage) -> np.ndarray:
     return np.frombuffer(pointer, np.uint8).reshape(image.height(), image.bytesPerLine() // 4, 4)[:, : image.width()].copy()
 
 
-def test_dock_screenshot(qgis_iface, qgis_new_project, norcia, tiny_checkpoint, clean_samcd_settings,
-                         screenshot_dir: Path) -> None:
-    checkpoint_with_meta(tiny_checkpoint, clean_samcd_settings / "tiny_random_init.pt")
+def grab_dock(qgis_iface, project, norcia, target: Path, height: int = 860, then=None) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Open the dock on the Norcia pair, wait for its checks, run ``then(dock)``, save its picture."""
     for path, name in ((norcia.before, "Norcia 2015 (Sentinel-2)"), (norcia.after, "Norcia 2017 (Sentinel-2)")):
         layer = QgsRasterLayer(str(path), name)
-        qgis_new_project.addMapLayer(layer)
+        project.addMapLayer(layer)
         del layer
     dock = SamCdDockWidget(qgis_iface)
     try:
+        assert wait_until(lambda: not dock.checking(), timeout_milliseconds=180_000)
         dock.select_checkpoint(default_checkpoint())
         dock.device_combo.setCurrentText("auto")
-        dock.resize(520, 860)
+        assert wait_until(lambda: not dock.checking(), timeout_milliseconds=180_000)
+        dock.resize(520, height)
         dock.show()
+        if then is not None:
+            then(dock)
         process_events()
-        target = screenshot_dir / "dock.png"
         assert dock.grab().save(str(target))
     finally:
         dock.shutdown()
         dock.deleteLater()
         process_events()
-        qgis_new_project.clear()
+        project.clear()
     pixels = image_array(QImage(str(target)))
-    assert pixels.shape[:2] == (860, 520)
+    assert pixels.shape[:2] == (height, 520)
     assert len(np.unique(pixels.reshape(-1, 4), axis=0)) > 50  # text, table and widgets, not a blank grab
+    return pixels
+
+
+def test_dock_screenshot(qgis_iface, qgis_new_project, norcia, tiny_checkpoint, clean_samcd_settings,
+                         screenshot_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)  # an engine is installed: no banner
+    checkpoint_with_meta(tiny_checkpoint, clean_samcd_settings / "tiny_random_init.pt")
+    grab_dock(qgis_iface, qgis_new_project, norcia, screenshot_dir / "dock.png")
+
+
+def test_install_engine_banner_screenshot(qgis_iface, qgis_new_project, norcia, clean_samcd_settings,
+                                          screenshot_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """The dock of a user who has not installed the engine yet."""
+    monkeypatch.delenv("SAM_CD_ENGINE_PYTHON", raising=False)
+    monkeypatch.setenv("SAM_CD_RUNTIME_DIR", str(tmp_path / "runtime"))
+    pixels = grab_dock(qgis_iface, qgis_new_project, norcia, screenshot_dir / "dock_install_engine.png", 620)
+    b, g, r = (pixels[:120, :, k].astype(int) for k in range(3))
+    assert ((r > 240) & (g > 230) & (b < 215)).mean() > 0.2  # the yellow banner on top
+
+
+def test_diagnostics_screenshot(qgis_iface, screenshot_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from sam_cd_plugin.gui.diagnostics_dialog import DiagnosticsDialog
+
+    monkeypatch.setenv("SAM_CD_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)
+    dialog = DiagnosticsDialog()
+    try:
+        dialog.resize(720, 640)
+        dialog.show()
+        assert wait_until(lambda: dialog.report(), timeout_milliseconds=180_000)
+        process_events()
+        target = screenshot_dir / "diagnostics.png"
+        assert dialog.grab().save(str(target))
+    finally:
+        dialog.close()
+        dialog.deleteLater()
+        process_events()
+    assert len(np.unique(image_array(QImage(str(target))).reshape(-1, 4), axis=0)) > 20
 
 
 def render(layers: list, size: int) -> QImage:

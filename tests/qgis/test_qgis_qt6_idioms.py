@@ -24,7 +24,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "sam_cd_plugin"
 
 # Qt classes and methods that Qt6 removed: (pattern, advice).
 REMOVED_API = [
-    (re.compile(r"\bQRegExp\b"), "QRegExp is gone in Qt6: use QRegularExpression"),
+    (re.compile(r"\bQRegExp\w*"), "QRegExp* is gone in Qt6: use QRegularExpression*"),
+    (re.compile(r"\b(QMatrix|QGLWidget|QSound)\b"), "class gone in Qt6 (QTransform, QOpenGLWidget, QSoundEffect)"),
+    (re.compile(r"\.(activated|currentIndexChanged|highlighted)\[str\]|\.buttonClicked\[int\]"),
+     "overloaded signal gone in Qt6: use textActivated / currentTextChanged / textHighlighted / idClicked"),
+    (re.compile(r"\bQPalette(\.ColorRole)?\.(Background|Foreground)\b"), "QPalette.Background/Foreground are gone: "
+     "use ColorRole.Window / ColorRole.WindowText"),
+    (re.compile(r"\.setCodec\(|QLibraryInfo\.location\("), "gone in Qt6 (QTextStream.setEncoding, QLibraryInfo.path)"),
     (re.compile(r"\bQDesktopWidget\b|\.desktop\(\)"), "QDesktopWidget is gone in Qt6: use QScreen"),
     (re.compile(r"\bQTextCodec\b"), "QTextCodec is gone in Qt6: use Python str encodings"),
     (re.compile(r"\bQStringRef\b"), "QStringRef is gone in Qt6"),
@@ -188,6 +194,8 @@ def test_plugin_source_has_no_qt6_breaking_idiom():
     ("from qgis.PyQt.QtWidgets import QAction", "lives in QtGui"),
     ("from qgis.PyQt.QtCore import QVariant", "QVariant"),
     ("layout.setMargin(0)", "setContentsMargins"),
+    ("combo.currentIndexChanged[str].connect(f)", "overloaded signal"),
+    ("v = QRegExpValidator()", "QRegularExpression"),
 ])
 def test_scan_catches_a_planted_idiom(planted, expected):
     hits = scan_source(planted, "planted.py")

@@ -14,29 +14,30 @@ import pytest
 PROBE = "samcd_probe"
 
 
-def build_wheel(folder: Path, version: str, payload_bytes: int = 0) -> Path:
-    """A pure-Python wheel ``samcd_probe-<version>`` (module ``samcd_probe`` with ``__version__``),
-    with ``payload_bytes`` of random data in ``samcd_probe/payload.bin`` to make it big."""
+def build_wheel(folder: Path, version: str, payload_bytes: int = 0, name: str = "samcd-probe",
+                modules: dict[str, str] | None = None) -> Path:
+    """A pure-Python wheel ``<name>-<version>``: by default the module ``samcd_probe`` with
+    ``__version__``, and ``payload_bytes`` of random data in ``samcd_probe/payload.bin`` to make it
+    big; ``modules`` gives other files (path in the wheel → text)."""
     folder.mkdir(parents=True, exist_ok=True)
-    dist_info = f"{PROBE}-{version}.dist-info"
-    files = {
-        f"{PROBE}/__init__.py": f'__version__ = "{version}"\n',
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: samcd-probe\nVersion: {version}\n",
-        f"{dist_info}/WHEEL": "Wheel-Version: 1.0\nGenerator: sam-cd tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
+    stem = name.replace("-", "_")
+    dist_info = f"{stem}-{version}.dist-info"
+    files: dict[str, str | bytes] = dict(modules or {f"{PROBE}/__init__.py": f'__version__ = "{version}"\n'})
+    files[f"{dist_info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    files[f"{dist_info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: sam-cd tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     if payload_bytes:
         files[f"{PROBE}/payload.bin"] = os.urandom(payload_bytes)
     record = []
-    for name, text in files.items():
-        data = text.encode() if isinstance(text, str) else text
+    for path, content in files.items():
+        data = content.encode() if isinstance(content, str) else content
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
+        record.append(f"{path},sha256={digest},{len(data)}")
     record.append(f"{dist_info}/RECORD,,")
     files[f"{dist_info}/RECORD"] = "\n".join(record) + "\n"
-    wheel = folder / f"{PROBE}-{version}-py3-none-any.whl"
+    wheel = folder / f"{stem}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
-        for name, text in files.items():
-            z.writestr(name, text)
+        for path, content in files.items():
+            z.writestr(path, content)
     return wheel
 
 

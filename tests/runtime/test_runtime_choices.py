@@ -120,3 +120,20 @@ def test_runtime_package_imports_only_the_standard_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=__import__("pathlib").Path(__file__).resolve().parents[2]).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("output, kind", [
+    ("ERROR: Could not install packages due to an OSError: [WinError 112] There is not enough space on the disk", "disk_full"),
+    ("ERROR: Could not install packages due to an OSError: [WinError 5] Access is denied: 'C:\\rt\\x'", "no_write"),
+    ("Retrying ... 'NewConnectionError(... [WinError 10061] No connection could be made because the target "
+     "machine actively refused it')", "network"),
+    ("Retrying ... NewConnectionError(... [Errno 8] nodename nor servname provided, or not known)", "network"),
+    ("Retrying ... 'NewConnectionError(...: Failed to establish a new connection: [Errno -3] Temporary failure "
+     "in name resolution')", "network"),
+    ("ERROR: No matching distribution found for torch==2.14.1", "unsupported_python"),
+    ("ERROR: No matching distribution found for samcd-probe==9", "failed"),
+])
+def test_pip_failures_are_classified(output, kind):
+    from sam_cd_plugin.runtime.errors import classify_output
+
+    assert classify_output(output) == kind

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from samcd_runtime_helpers import requirements_file
-from sam_cd_plugin.runtime import (InstallOptions, RuntimeInstallError, engine_python, install_runtime,
-                                   runtime_status)
+from samcd_runtime_helpers import build_wheel, requirements_file
+from sam_cd_plugin.runtime import (InstallOptions, RuntimeInstallError, diagnostics_report, engine_python,
+                                   install_runtime, runtime_status)
 from sam_cd_plugin.runtime.location import LOCK_NAME, LOG_NAME
 from sam_cd_plugin.runtime.records import read_record
 
@@ -49,6 +49,14 @@ def test_install_then_changed_pin_reinstalls(runtime_root, probe_wheels, tmp_pat
     assert any("Successfully installed" in ln for ln in lines)
     marker = read_record(python.parents[1] / "sam-cd-runtime.json")
     assert marker["requirements_hash"] in python.parents[1].name
+    report = diagnostics_report({"QGIS": "3.40.5-Bratislava", "Qt": "5.15.8"}, first.requirements)
+    assert "| QGIS | 3.40.5-Bratislava |" in report and "| Qt | 5.15.8 |" in report
+    assert f"| Engine Python | {python} |" in report
+    assert "| torch | not importable" in report  # the small set has no torch: said, not hidden
+    assert "Successfully installed samcd-probe-1.0" in report.split("## Last install log")[1]
+
+    again, lines, _ = install(first)  # the same pins: nothing to do
+    assert again.python == python and any("nothing to do" in ln for ln in lines)
 
     second = small_set(tmp_path, probe_wheels, "2.0")  # a changed pin
     assert runtime_status(second.requirements).state == "outdated"
@@ -86,21 +94,27 @@ def test_cancel_leaves_no_runtime(runtime_root, probe_wheels, tmp_path):
     assert "cancelled" in (runtime_root / LOG_NAME).read_text()
 
 
-def test_use_registers_an_existing_environment(runtime_root, tmp_path):
-    from sam_cd_plugin.runtime.registration import forget_python, register_python
-
-    status = register_python(sys.executable)  # the test venv has torch, ultralytics and GDAL
-    assert status.state == "registered" and status.ready
-    assert status.python == Path(sys.executable).absolute() == engine_python()
-    import torch
-
-    assert status.packages["torch"] == torch.__version__
-    assert forget_python().state == "missing"
-
-
 def test_use_refuses_a_python_without_torch(runtime_root):
     from sam_cd_plugin.runtime.registration import register_python
 
     with pytest.raises(RuntimeInstallError, match="cannot import torch"):
         register_python("/usr/bin/python3")
     assert runtime_status().state == "missing"
+
+
+def test_base_without_gdal_gets_the_gdal_wheel(runtime_root, probe_wheels, tmp_path):
+    """A base Python of QGIS's minor version without ``osgeo``: the install adds ``gdal-wheel``
+    (here a stand-in built by the test, from the requirements' own links)."""
+    minor = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    bases = [p for p in Path.home().glob(f".pyenv/versions/{minor}.*/bin/python3")
+             if subprocess.run([str(p), "-c", "import osgeo"], capture_output=True).returncode != 0]
+    if not bases:
+        pytest.skip(f"no Python {minor} without GDAL bindings on this machine")
+    build_wheel(tmp_path / "gdal", "0.0.1", name="gdal-wheel", modules={
+        "osgeo/__init__.py": "", "osgeo/gdal.py": '__version__ = "0.0.1-stand-in"\n'})
+    req = requirements_file(tmp_path / "req.txt", "--no-index", f"--find-links {probe_wheels}",
+                            f"--find-links {tmp_path / 'gdal'}", "samcd-probe==1.0")
+    status, lines, _ = install(InstallOptions(requirements=req, python=bases[0],
+                                              verify_imports=("samcd_probe", "osgeo.gdal")))
+    assert status.ready and status.packages["gdal"] == "0.0.1-stand-in"
+    assert any("GDAL bindings: missing, installing gdal-wheel" in ln for ln in lines)
