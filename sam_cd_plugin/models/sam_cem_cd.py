@@ -4,6 +4,12 @@ See ../shared/SPEC.md: STFE fuses the two dates per scale with Conv3×3-BN-SiLU 
 concatenation; the UNet decoder goes from the deepest scale up with 2×2 transposed convs and
 skip connections; MSDF upsamples every decoder output to 1/4, fuses them and predicts one
 logit which is upsampled ×4 to the input size.
+
+Follows the paper block by block (STFE, UNet decoder, MSDF; CEM loss, SGD lr 0.01 with poly
+decay: :mod:`..engine.recipes`). *Differs*: FastSAM-s is the default encoder (the paper:
+FastSAM-x, ``--encoder fastsam-x``), inputs are 256 px tiles by default, the decoder widths are
+half the encoder's (clamped to 32–256; the paper does not state them), and the encoder is
+fine-tuned unless ``--freeze-encoder``. Architecture unchanged since checkpoint format 1.
 """
 from __future__ import annotations
 
