@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,14 +87,16 @@ def no_runtime(tmp_path: Path, monkeypatch):
 
 
 def test_banner_offers_the_install_until_the_engine_is_ready(make_dock, no_runtime, fastsam_s_file, qgis_iface,
-                                                            qgis_new_project, norcia, monkeypatch) -> None:
+                                                            qgis_new_project, norcia, tmp_path, monkeypatch) -> None:
     """A QGIS whose own Python has no torch: the engine can only run in a worker, and there is none yet."""
     monkeypatch.setenv("SAM_CD_ENGINE", "worker")
     for path in (norcia.before, norcia.after):
         layer = QgsRasterLayer(str(path), path.stem)
         qgis_new_project.addMapLayer(layer)
         del layer
-    SamCdSettings().set_weights_path("fastsam-s", str(fastsam_s_file))
+    weights = tmp_path / "FastSAM-s.pt"  # a file this QGIS session has not checked yet
+    shutil.copyfile(fastsam_s_file, weights)
+    SamCdSettings().set_weights_path("fastsam-s", str(weights))
     dock = make_dock()
     banner = dock.banner
     assert not banner.isHidden()
