@@ -347,11 +347,11 @@ class SamCdDockWidget(QgsDockWidget):
             self._refilling = False
 
     def _first_usable(self) -> str:
-        """The top usable row as sorted (best F1), else the top one still being read (so that Detect
-        has a checkpoint)."""
+        """The top usable row as sorted (best F1), else the top one still being read or waiting for
+        the engine (so that Detect has a checkpoint, or says what it needs)."""
         proxy = self.checkpoint_proxy
         entries = [proxy.index(row, 0).data(ENTRY_ROLE) for row in range(proxy.rowCount())]
-        usable = [e for e in entries if e.ok] or [e for e in entries if e.checking]
+        usable = [e for e in entries if e.ok] or [e for e in entries if e.checking or e.needs_engine]
         return str(usable[0].path) if usable else ""
 
     def select_checkpoint(self, path: str | Path) -> bool:

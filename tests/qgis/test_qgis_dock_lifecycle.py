@@ -106,3 +106,31 @@ def test_unload_with_the_dock_open_and_running_leaves_nothing(qgis_iface, qgis_p
     assert plugin.dock is None and plugin.dock_action is None
     assert sorted(out_dir.iterdir()) == []  # the cancelled run wrote nothing
     QgsProject.instance().clear()
+
+
+def test_the_plugin_keeps_its_engine_in_the_profile_and_stops_it_on_unload(qgis_iface, qgis_processing,
+                                                                            clean_samcd_settings, shown_main_window,
+                                                                            monkeypatch) -> None:
+    import os
+    import sys
+
+    from sam_cd_plugin import runtime
+    from sam_cd_plugin.engine.service import get_engine
+
+    monkeypatch.delenv("SAM_CD_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("SAM_CD_ENGINE", "worker")
+    monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)  # an engine environment, registered
+    plugin = SamCdPlugin(qgis_iface)
+    plugin.initGui()
+    try:
+        assert runtime.runtime_root() == Path(QgsApplication.qgisSettingsDirPath()) / "sam_cd" / "runtime"
+        plugin.dock_action.trigger()
+        assert wait_until(lambda: not plugin.dock.checking(), timeout_milliseconds=120_000)
+        worker = get_engine().stats()["pid"]  # the worker that answered the dock's checks
+        assert worker != os.getpid()
+    finally:
+        plugin.unload()
+        runtime.set_runtime_root(None)
+    process_events()
+    assert wait_until(lambda: not Path(f"/proc/{worker}").exists() or
+                      Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z", timeout_milliseconds=30_000)

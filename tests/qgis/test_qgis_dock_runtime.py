@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from pytest_qgis.utils import process_events, wait_until
-from qgis.core import Qgis
+from qgis.core import Qgis, QgsRasterLayer
 from qgis.PyQt.QtCore import qVersion
 from qgis.PyQt.QtGui import QGuiApplication
 
@@ -85,11 +86,17 @@ def no_runtime(tmp_path: Path, monkeypatch):
     return tmp_path / "runtime"
 
 
-def test_banner_offers_the_install_until_the_engine_is_ready(make_dock, no_runtime, fastsam_s_file,
-                                                            monkeypatch) -> None:
+def test_banner_offers_the_install_until_the_engine_is_ready(make_dock, no_runtime, fastsam_s_file, qgis_iface,
+                                                            qgis_new_project, norcia, tmp_path, monkeypatch) -> None:
     """A QGIS whose own Python has no torch: the engine can only run in a worker, and there is none yet."""
     monkeypatch.setenv("SAM_CD_ENGINE", "worker")
-    SamCdSettings().set_weights_path("fastsam-s", str(fastsam_s_file))
+    for path in (norcia.before, norcia.after):
+        layer = QgsRasterLayer(str(path), path.stem)
+        qgis_new_project.addMapLayer(layer)
+        del layer
+    weights = tmp_path / "FastSAM-s.pt"  # a file this QGIS session has not checked yet
+    shutil.copyfile(fastsam_s_file, weights)
+    SamCdSettings().set_weights_path("fastsam-s", str(weights))
     dock = make_dock()
     banner = dock.banner
     assert not banner.isHidden()
@@ -103,12 +110,17 @@ def test_banner_offers_the_install_until_the_engine_is_ready(make_dock, no_runti
     assert "Install engine" in dock.checkpoint_model.index(row, len(COLUMNS) - 1).data()
     assert dock.weights_panel.status("fastsam-s").state.value == "not checked"
     assert dock.device_label.text().startswith("⚠")
+    dock.detect_button.click()
+    assert dock.run is None
+    warnings = qgis_iface.messageBar().get_messages(Qgis.MessageLevel.Warning)
+    assert any("cannot be used" in m and "Install engine" in m for m in warnings), warnings
 
     monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)  # an existing environment with torch, registered
     again = make_dock()
     assert again.banner.isHidden()
     assert again.checkpoint_model.entries()[0].ok
     assert again.weights_panel.status("fastsam-s").state.value == "found"
+    qgis_new_project.clear()
 
 
 def critical_messages(iface) -> list[str]:
