@@ -46,11 +46,14 @@ test-qgis-3.40:
 test-qgis-3.44:
 	$(SUDO) ci/qgis_chroot.sh sid $(PYTEST_ARGS)
 
-# The Qt-only GUI modules built under PyQt6 (QGIS 4's Qt binding) in a venv of PyQt6 alone.
+# The Qt-only GUI modules built under PyQt6 (QGIS 4's Qt binding) in a venv of PyQt6. It sees the
+# system's numpy and GDAL (QGIS 4 ships both); its own ci/pyqt6_gui_check.py shim keeps PyQt5 and
+# Debian's qgis package out of reach.
 PYQT6_VENV ?= build/pyqt6-venv
 PYQT6_PINS := PyQt6==6.11.0 PyQt6-Qt6==6.11.2 PyQt6_sip==13.13.0
 test-pyqt6: apt
-	@[ -x $(PYQT6_VENV)/bin/python ] || /usr/bin/python3 -m venv $(PYQT6_VENV)
+	@grep -qs 'include-system-site-packages = true' $(PYQT6_VENV)/pyvenv.cfg || \
+	  { rm -rf $(PYQT6_VENV) && /usr/bin/python3 -m venv --system-site-packages $(PYQT6_VENV); }
 	$(PYQT6_VENV)/bin/python -m pip install -q $(PYQT6_PINS)
 	$(PYQT6_VENV)/bin/python ci/pyqt6_gui_check.py
 

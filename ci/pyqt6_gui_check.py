@@ -1,6 +1,7 @@
 """Builds the plugin's Qt-only GUI modules under PyQt6 (what QGIS 4 runs), without a QGIS 4 build.
 
-Run by ``make test-pyqt6`` in a venv holding only PyQt6 (pinned in the Makefile). A stand-in
+Run by ``make test-pyqt6`` in a venv of PyQt6 (pinned in the Makefile) that also sees the system's
+numpy and GDAL, as QGIS 4's Python does; PyQt5 must never be imported (checked). A stand-in
 ``qgis.PyQt`` package re-exports PyQt6's modules, as QGIS 4's ``qgis.PyQt`` does; nothing from
 ``qgis.core`` / ``qgis.gui`` exists here, so the modules that import them are listed as not checked
 rather than faked. What is checked: import, widget construction, signals, enum arithmetic, model
@@ -105,6 +106,10 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001
             failures += 1
             print(f"FAILED    {name}: {type(exc).__name__}: {exc}")
+    leaked = sorted(name for name in sys.modules if name.split(".")[0] == "PyQt5")
+    if leaked:
+        failures += 1
+        print(f"FAILED    PyQt5 was imported under PyQt6: {', '.join(leaked)}")
     return 1 if failures else 0
 
 
