@@ -19,8 +19,9 @@ from osgeo import gdal, ogr, osr
 
 from .errors import InputError
 from .raster import RasterInfo
+from .writers import AtomicRasterWriter
 
-__all__ = ["IGNORE", "DEFAULT_MARGIN_FRACTION", "DEFAULT_MARGIN_PIXELS", "AreaLabels", "rasterise_changes"]
+__all__ = ["IGNORE", "DEFAULT_MARGIN_FRACTION", "DEFAULT_MARGIN_PIXELS", "AreaLabels", "rasterise_changes", "write_area_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +170,12 @@ def rasterise_changes(
     log.info("Rasterised %d change polygons: %d change, %d no-change pixels", len(geoms),
              int(change.sum()), int((labels == 0).sum()))
     return AreaLabels(labels=labels, extent=extent, change_count=int(change.sum()))
+
+
+def write_area_labels(info: RasterInfo, area: AreaLabels, path: Path | str) -> Path:
+    """Write ``area``'s labels as a GeoTIFF on ``info``'s grid (nodata = ``IGNORE``), atomically."""
+    with AtomicRasterWriter(path, info.width, info.height, info.geotransform, info.crs_wkt,
+                            nodata=IGNORE, metadata={"sam_cd_labels": "1 change, 0 no-change, 255 ignored",
+                                                      "reviewed_extent": ",".join(f"{v:.6f}" for v in area.extent)}) as out:
+        out.write(area.labels, 0, 0)
+    return Path(path)

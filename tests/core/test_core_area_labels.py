@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from sam_cd_plugin.core.area_labels import IGNORE, rasterise_changes
+from sam_cd_plugin.core.area_labels import IGNORE, rasterise_changes, write_area_labels
 from sam_cd_plugin.core.errors import InputError
 from sam_cd_plugin.core.raster import raster_info, read_label
 
@@ -133,3 +133,15 @@ def test_no_polygons_after_the_filter_is_refused(taizhou: Path, tmp_path: Path):
     empty = _box_layer(tmp_path / "e.gpkg", info.crs_wkt, [])
     with pytest.raises(InputError, match="no polygons"):
         rasterise_changes(info, empty)
+
+
+def test_labels_are_written_on_the_before_grid(taizhou: Path, tmp_path: Path):
+    info = raster_info(taizhou / "before.tif")
+    area = rasterise_changes(info, _polygonise(taizhou / "label_change.tif", tmp_path / "changes.gpkg"))
+    out = write_area_labels(info, area, tmp_path / "labels.tif")
+    written = raster_info(out)
+    assert written.geotransform == pytest.approx(info.geotransform)
+    assert (written.width, written.height) == (info.width, info.height)
+    assert written.nodata == (IGNORE,)
+    assert np.array_equal(gdal.Open(str(out)).ReadAsArray(), area.labels)
+    assert not list(tmp_path.glob("*partial*"))
