@@ -11,6 +11,12 @@ leak). Not a test: a measurement, printed as a table and one JSON line.
     QT_QPA_PLATFORM=offscreen .venv/bin/python bench/soak.py --count 200
     # options: --checkpoint model.pt --before a.tif --after b.tif --bands 3,2,1 --device cpu
     #          --max-seconds 900 (stop early, reporting how many runs were done)
+    #          --engine worker|inprocess (the transport, as SAM_CD_ENGINE)
+    #          --cold (free the engine's models before every run: each run builds the network and
+    #          reads the checkpoint again, as every run did before the engine kept its models)
+
+The seconds of each run are printed too (``run_seconds`` in the JSON): with ``--count 10`` that is
+the batch benchmark of ``bench/README.md`` (runs 2-10 against run 1, warm against ``--cold``).
 """
 from __future__ import annotations
 
@@ -83,11 +89,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--every", type=int, default=10, help="print a sample every N runs")
     p.add_argument("--max-seconds", type=float, default=None, help="stop early after this long")
+    p.add_argument("--engine", choices=("auto", "worker", "inprocess"), default="auto")
+    p.add_argument("--cold", action="store_true", help="free the cached models before every run")
     return p.parse_args()
 
 
 def main() -> int:
     args = parse_args()
+    os.environ["SAM_CD_ENGINE"] = args.engine
+    if args.engine == "worker":
+        os.environ.setdefault("SAM_CD_ENGINE_PYTHON", sys.executable)
     from qgis.core import QgsApplication
 
     app = QgsApplication([], False)
@@ -97,6 +108,7 @@ def main() -> int:
     Processing.initialize()
     import processing
 
+    from sam_cd_plugin.engine.service import get_engine, shutdown_engine
     from sam_cd_plugin.processing.provider import PROVIDER_ID, SamCdProvider
 
     provider = SamCdProvider()
@@ -113,10 +125,15 @@ def main() -> int:
         if args.checkpoint:
             params["CHECKPOINT"] = str(args.checkpoint)
         done = 0
+        run_seconds: list[float] = []
         for i in range(1, args.count + 1):
             out, prob = work / f"change_{i}.tif", work / f"probability_{i}.tif"
+            if args.cold:
+                get_engine().free_models()
+            run_start = time.perf_counter()
             result = processing.run("sam_cd:detectchanges",
                                     {**params, "OUTPUT": str(out), "OUTPUT_PROBABILITY": str(prob)})
+            run_seconds.append(round(time.perf_counter() - run_start, 2))
             del result
             for path in work.glob(f"*_{i}.*"):
                 path.unlink()
@@ -124,19 +141,23 @@ def main() -> int:
             if i == 1 or i % args.every == 0 or i == args.count:
                 samples.append(sample(i, started))
                 s = samples[-1]
-                print(f"run {i:4d}  {s.seconds:7.1f} s  RSS {s.rss_mib:8.1f} MiB"
+                print(f"run {i:4d}  {s.seconds:7.1f} s (this run {run_seconds[-1]:.2f} s)  RSS {s.rss_mib:8.1f} MiB"
                       + (f"  GPU {s.gpu_allocated_mib:.1f}/{s.gpu_reserved_mib:.1f} MiB"
                          if s.gpu_allocated_mib is not None else ""), flush=True)
             if args.max_seconds and time.perf_counter() - started > args.max_seconds:
                 break
         if samples[-1].runs != done:
             samples.append(sample(done, started))
+        stats = get_engine().stats()
     finally:
         QgsApplication.processingRegistry().removeProvider(PROVIDER_ID)
+        shutdown_engine()
         shutil.rmtree(work, ignore_errors=True)
     start, warm, end = samples[0], samples[1], samples[-1]
     report = {
         "runs": end.runs, "requested": args.count, "seconds": round(end.seconds, 1),
+        "engine": args.engine, "cold": args.cold, "run_seconds": run_seconds,
+        "engine_model_loads": stats["model_loads"],
         "seconds_per_run_after_warmup": round((end.seconds - warm.seconds) / max(1, end.runs - 1), 2),
         "rss_mib": {"qgis_started": round(start.rss_mib, 1), "after_first_run": round(warm.rss_mib, 1),
                     "end": round(end.rss_mib, 1), "max": round(max(s.rss_mib for s in samples), 1)},

@@ -62,6 +62,11 @@ class _WorkerProcess:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGIN_PARENT), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
+        torch = sys.modules.get("torch")  # loaded here only when this process also runs in-process
+        if torch is not None:
+            # the worker gets this process's intra-op thread count, so both transports compute
+            # identical pixels (importing ultralytics sets OMP_NUM_THREADS=1 in os.environ)
+            env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
         if Path(python) != Path(sys.executable):
             env.pop("PYTHONHOME", None)  # QGIS's own Python home would break another interpreter
         try:
