@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -238,7 +237,7 @@ def validate(model: torch.nn.Module, pairs: Sequence[PairPaths], input_size: int
     from .evaluation import evaluate_pairs
     from .options import DetectionOptions
 
-    del amp
+    del amp  # the detector picks autocast for its device, as for users
     detector = ChangeDetector.from_model(model, {"method": getattr(model, "method", ""),
                                                  "input_size": input_size}, device)
     options = DetectionOptions(threshold=threshold, tile_size=input_size, batch_size=batch_size,
