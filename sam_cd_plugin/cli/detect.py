@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..core.normalisation import NORMALISATIONS
 from ..core.writers import PROBABILITY_FORMATS
 from .arguments import DEVICES, bands
 
@@ -20,6 +21,9 @@ def add_parser(sub) -> None:
     d.add_argument("--overlap", type=int, default=64)
     d.add_argument("--bands-before", type=bands, default=None, help="e.g. 3,2,1 (1-based)")
     d.add_argument("--bands-after", type=bands, default=None)
+    d.add_argument("--normalisation", choices=NORMALISATIONS, default="joint",
+                   help="joint: one stretch for both dates from the pixels valid in both (default); "
+                        "per-date: each raster its own (dates from different sensors)")
     d.add_argument("--probability", type=Path, default=None, help="also write a probability GeoTIFF")
     d.add_argument("--probability-format", choices=PROBABILITY_FORMATS, default="float32",
                    help="float32 (0..1, nodata -1) or uint8 (percent 0..100, nodata 255)")
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                                bands_after=args.bands_after, probability_path=args.probability,
                                probability_format=args.probability_format, polygons_path=args.polygons,
                                min_area=args.min_area, cog=args.cog, batch_size=args.batch_size,
-                               dask_scheduler=args.dask)
+                               dask_scheduler=args.dask, normalisation=args.normalisation)
     request = DetectRequest(str(args.before), str(args.after), str(args.output),
                             checkpoint=str(args.checkpoint) if args.checkpoint else None,
                             device=args.device, clip_weights=str(args.clip_weights) if args.clip_weights else None,

@@ -17,8 +17,12 @@ Invalid pixels inside the raster are set to 0 in both returned images.
 
 Band selection: by default the first three bands (a raster with fewer than three bands uses
 band 1, replicated to three channels); explicit 1-based lists of one or three bands.
-Each raster is normalised with :class:`~sam_cd_plugin.core.normalisation.BandStats` computed
-once from the whole raster (see :mod:`sam_cd_plugin.core.normalisation`).
+Normalisation (``normalisation``, see :mod:`sam_cd_plugin.core.normalisation`): ``joint`` (default)
+gives both dates one :class:`~sam_cd_plugin.core.normalisation.BandStats`, computed once from a
+decimated read of the overlap window where both dates are valid (the after raster as warped onto
+the before grid); ``per-date`` gives each raster its own, from its whole extent. ``joint`` falls
+back to ``per-date`` (with a warning) when a band is 8-bit in one date and not in the other: such
+dates come from different sensors.
 
 Rasters without a CRS are accepted only in pairs of the same size (pixel-to-pixel alignment).
 """
@@ -35,7 +39,8 @@ import numpy as np
 from osgeo import gdal, osr
 
 from .errors import InputError
-from .normalisation import BandStats, band_stats_from_dataset, invalid_mask, normalise
+from .normalisation import (NORMALISATIONS, SAMPLE_SIZE, BandStats, band_stats_from_dataset,
+                            invalid_mask, joint_band_stats, normalise)
 from .raster import RasterInfo, info_from_dataset, open_raster
 
 gdal.UseExceptions()
@@ -117,7 +122,8 @@ class AlignedPair:
 
     Attributes: ``width``, ``height``, ``geotransform``, ``crs_wkt`` (the output grid),
     ``before`` / ``after`` (:class:`RasterInfo`), ``bands_before`` / ``bands_after`` (resolved
-    1-based tuples), ``stats_before`` / ``stats_after`` (:class:`BandStats`), ``warped`` (True
+    1-based tuples), ``stats_before`` / ``stats_after`` (:class:`BandStats`; the same object in
+    ``joint`` mode), ``normalisation`` (the mode used: ``joint`` or ``per-date``), ``warped`` (True
     when the after raster is resampled), ``overlap_window`` (x0, y0, x1, y1): the pixel
     rectangle of the before grid covered by the after raster (tiles outside it are all invalid).
 
@@ -128,7 +134,11 @@ class AlignedPair:
 
     def __init__(self, before_path: Path | str, after_path: Path | str,
                  bands_before: Sequence[int] | None = None,
-                 bands_after: Sequence[int] | None = None) -> None:
+                 bands_after: Sequence[int] | None = None,
+                 normalisation: str = "joint") -> None:
+        if normalisation not in NORMALISATIONS:
+            raise InputError(f"Normalisation '{normalisation}' is unknown; use one of "
+                             f"{', '.join(NORMALISATIONS)}.")
         self._lock = threading.Lock()
         self._vsimem: list[str] = []
         self._warped_ds: gdal.Dataset | None = None
@@ -137,6 +147,7 @@ class AlignedPair:
         self._after_ds: gdal.Dataset | None = None
         try:
             self._open(before_path, after_path, bands_before, bands_after)
+            self._set_stats(normalisation)
         except BaseException:
             self.close()
             raise
@@ -164,14 +175,56 @@ class AlignedPair:
         self._check_crs()
         if self.before.has_crs and not same_grid(self.before, self.after):
             self._setup_warp()
-        self.stats_before: BandStats = band_stats_from_dataset(
-            self._before_ds, self.bands_before, self.before.path)
-        self.stats_after: BandStats = band_stats_from_dataset(
-            self._after_ds, self.bands_after, self.after.path)
         log.debug("AlignedPair %s / %s: %dx%d, warped=%s, overlap=%s", self.before.path,
                   self.after.path, self.width, self.height, self.warped, self.overlap_window)
 
     # ------------------------------------------------------------------ setup
+    def _set_stats(self, normalisation: str) -> None:
+        before_ds, after_ds = self._before_ds, self._after_ds
+        if before_ds is None or after_ds is None:
+            raise RuntimeError("rasters are not open")
+        types = [(before_ds.GetRasterBand(b).DataType == gdal.GDT_Byte,
+                  after_ds.GetRasterBand(a).DataType == gdal.GDT_Byte)
+                 for b, a in zip(self.bands_before, self.bands_after)]
+        if normalisation == "joint" and len(self.bands_before) != len(self.bands_after):
+            log.warning("Normalising each date on its own: %s uses %d band(s), %s %d",
+                        self.before.path, len(self.bands_before), self.after.path, len(self.bands_after))
+            normalisation = "per-date"
+        if normalisation == "joint" and any(b != a for b, a in types):
+            log.warning("Normalising each date on its own: one date is 8-bit and the other is not "
+                        "(different sensors?)")
+            normalisation = "per-date"
+        self.normalisation = normalisation
+        if normalisation == "per-date":
+            self.stats_before: BandStats = band_stats_from_dataset(
+                before_ds, self.bands_before, self.before.path)
+            self.stats_after: BandStats = band_stats_from_dataset(
+                after_ds, self.bands_after, self.after.path)
+            return
+        fixed = [b for b, _ in types]
+        if all(fixed):  # 0..255 whatever the pixels: no need to read them
+            stats = BandStats((0.0,) * len(fixed), (255.0,) * len(fixed))
+        else:
+            stats = joint_band_stats(*self._overlap_sample(), fixed)
+        self.stats_before = self.stats_after = stats
+
+    def _overlap_sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw before/after samples of the overlap window (at most :data:`SAMPLE_SIZE` px on a
+        side, GDAL's nearest-neighbour decimation) and the mask of pixels valid in both."""
+        x0, y0, x1, y1 = self.overlap_window
+        w, h = x1 - x0, y1 - y0
+        scale = max(w, h) / float(SAMPLE_SIZE)
+        buf = (max(1, round(w / scale)), max(1, round(h / scale))) if scale > 1 else (w, h)
+        before_ds, after_ds = self._before_ds, self._after_ds
+        if before_ds is None or after_ds is None:
+            raise RuntimeError("rasters are not open")
+        b_raw, b_bad = self._read_direct(before_ds, self.bands_before, x0, y0, w, h, buf)
+        if self._warped_ds is not None:
+            a_raw, a_bad = self._read_warped(self._warped_ds, x0, y0, w, h, buf)
+        else:
+            a_raw, a_bad = self._read_direct(after_ds, self.bands_after, x0, y0, w, h, buf)
+        return b_raw, a_raw, ~(b_bad | a_bad)
+
     def _check_crs(self) -> None:
         b, a = self.before, self.after
         if b.has_crs != a.has_crs:
@@ -269,26 +322,28 @@ class AlignedPair:
 
     # ------------------------------------------------------------------ reading
     @staticmethod
-    def _read_direct(ds: gdal.Dataset, bands: tuple[int, ...], x: int, y: int, w: int, h: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+    def _read_direct(ds: gdal.Dataset, bands: tuple[int, ...], x: int, y: int, w: int, h: int,
+                     buf: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        bw, bh = buf or (w, h)
         arrays: dict[int, np.ndarray] = {}
-        bad = np.zeros((h, w), dtype=bool)
+        bad = np.zeros((bh, bw), dtype=bool)
         for b in dict.fromkeys(bands):
-            data = ds.GetRasterBand(b).ReadAsArray(x, y, w, h)
+            data = ds.GetRasterBand(b).ReadAsArray(x, y, w, h, buf_xsize=bw, buf_ysize=bh)
             arrays[b] = data
-            m = invalid_mask(ds, b, data, (x, y, w, h))
+            m = invalid_mask(ds, b, data, (x, y, w, h), (bw, bh))
             if m is not None:
                 bad |= m
         return np.stack([arrays[b] for b in bands]), bad
 
-    def _read_warped(self, ds: gdal.Dataset, x: int, y: int, w: int, h: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-        alpha = ds.GetRasterBand(self._alpha_index).ReadAsArray(x, y, w, h)
+    def _read_warped(self, ds: gdal.Dataset, x: int, y: int, w: int, h: int,
+                     buf: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        bw, bh = buf or (w, h)
+        alpha = ds.GetRasterBand(self._alpha_index).ReadAsArray(x, y, w, h, buf_xsize=bw, buf_ysize=bh)
         bad = alpha < ALPHA_THRESHOLD
         arrays: dict[int, np.ndarray] = {}
         for b in dict.fromkeys(self.bands_after):
             band = ds.GetRasterBand(self._after_band_map[b])
-            data = band.ReadAsArray(x, y, w, h)
+            data = band.ReadAsArray(x, y, w, h, buf_xsize=bw, buf_ysize=bh)
             arrays[b] = data
             nodata = band.GetNoDataValue()
             if nodata is not None and not np.isnan(nodata):

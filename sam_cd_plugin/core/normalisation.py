@@ -1,9 +1,18 @@
 """Per-band normalisation of 8-bit, 16-bit and floating-point imagery to [0, 1].
 
-Statistics are computed once per raster, never per tile, so tiles of one raster are scaled
-identically and results do not depend on tiling:
+Statistics are computed once per scene, never per tile, so tiles are scaled identically and
+results do not depend on tiling. Two modes for a before/after pair (:data:`NORMALISATIONS`):
 
-* ``uint8`` bands use the fixed range 0..255 (what the models were trained on);
+* ``joint`` (default): one stretch for both dates, from the pixels valid in both
+  (:func:`joint_band_stats`), so an unchanged pixel gets the same value in both dates whatever
+  else either scene contains;
+* ``per-date``: each raster gets its own stretch over its whole extent
+  (:func:`band_stats_from_dataset`), for dates from different sensors.
+
+Per band:
+
+* ``uint8`` bands use the fixed range 0..255 (what the models were trained on; in ``joint``
+  mode when the band is 8-bit in both dates);
 * every other type uses the robust 2nd/98th percentiles of a decimated read (at most
   :data:`SAMPLE_SIZE` pixels on a side; GDAL uses overviews when the file has them), ignoring
   nodata values, masked pixels and NaN/Inf;
@@ -36,13 +45,18 @@ __all__ = [
     "compute_band_stats",
     "band_stats_from_dataset",
     "invalid_mask",
+    "joint_band_stats",
+    "NORMALISATIONS",
     "normalise",
+    "percentile_range",
 ]
 
 #: Longest side (pixels) of the decimated read used for percentile statistics.
 SAMPLE_SIZE = 1024
 LOW_PERCENTILE = 2.0
 HIGH_PERCENTILE = 98.0
+#: ``joint``: one stretch for both dates over their common valid pixels; ``per-date``: one each.
+NORMALISATIONS = ("joint", "per-date")
 
 
 @dataclass(frozen=True)
@@ -127,12 +141,42 @@ def band_stats_from_dataset(ds: gdal.Dataset, bands: Sequence[int], path: Path |
         values = data[~bad] if bad is not None else data.ravel()
         if values.size == 0:
             log.warning("Band %d of %s has no valid pixel in the statistics sample", b, path)
-            low, high = 0.0, 1.0
+        low, high = percentile_range(values)
+        lows.append(low)
+        highs.append(high)
+    return BandStats(tuple(lows), tuple(highs))
+
+
+def percentile_range(values: np.ndarray) -> tuple[float, float]:
+    """The 2nd/98th percentiles of ``values`` (``high > low`` always; (0, 1) when empty)."""
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(values.astype(np.float64),
+                                                  [LOW_PERCENTILE, HIGH_PERCENTILE]))
+    return low, high if high > low else low + 1.0
+
+
+def joint_band_stats(before: np.ndarray, after: np.ndarray, valid: np.ndarray,
+                     fixed_byte: Sequence[bool]) -> BandStats:
+    """One :class:`BandStats` for both dates from samples of the same ground.
+
+    ``before`` / ``after``: raw ``(C, h, w)`` samples on one grid; ``valid``: ``(h, w)`` pixels
+    valid in both dates (only those count). Band ``i`` uses 0..255 when ``fixed_byte[i]``, else
+    the 2/98 % percentiles of both dates' valid values pooled.
+    """
+    if before.shape != after.shape or before.shape[1:] != valid.shape:
+        raise ValueError(f"joint_band_stats: shapes {before.shape}, {after.shape}, {valid.shape} differ")
+    if len(fixed_byte) != before.shape[0]:
+        raise ValueError("joint_band_stats: one fixed_byte flag per band is needed")
+    if not valid.any() and not all(fixed_byte):
+        log.warning("No pixel is valid in both dates in the statistics sample")
+    lows: list[float] = []
+    highs: list[float] = []
+    for i, fixed in enumerate(fixed_byte):
+        if fixed:
+            low, high = 0.0, 255.0
         else:
-            low, high = (float(v) for v in np.percentile(values.astype(np.float64),
-                                                          [LOW_PERCENTILE, HIGH_PERCENTILE]))
-        if not high > low:
-            high = low + 1.0
+            low, high = percentile_range(np.concatenate([before[i][valid], after[i][valid]]))
         lows.append(low)
         highs.append(high)
     return BandStats(tuple(lows), tuple(highs))

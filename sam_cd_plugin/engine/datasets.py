@@ -9,10 +9,11 @@ Layouts (detected per root; folder-name aliases in :data:`BEFORE_DIRS` etc.):
 * **list** — ``<root>/{A,B,label}`` plus ``<root>/list/{train,val,test}.txt`` naming the files of
   each split, one per line (with or without extension).
 
-Files pair up by stem (any GDAL-readable image); labels may be 0/255 or 0/1. Images are
-normalised like the detector does (uint8 → /255, other types → robust per-band stretch) and
-served as random crops (large images are cropped on the fly, e.g. 1024 → 256) with
-augmentations that keep before, after and label aligned.
+Files pair up by stem (any GDAL-readable image); labels may be 0/255 or 0/1. A pair is read
+and normalised by the detector's reader (:class:`~..core.alignment.AlignedPair`: uint8 → /255,
+other types → one 2–98 % stretch for both dates from the whole scene, never per tile) and served
+as random crops (large images are cropped on the fly, e.g. 1024 → 256) with augmentations that
+keep before, after and label aligned, plus identical-pair samples labelled no change.
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..core.alignment import AlignedPair
 from ..core.errors import InputError
-from ..core.normalisation import compute_band_stats, normalise
-from ..core.raster import read_image, read_label
+from ..core.raster import read_label
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ BEFORE_DIRS = ("A", "Image1", "time1", "T1", "im1")
 AFTER_DIRS = ("B", "Image2", "time2", "T2", "im2")
 LABEL_DIRS = ("label", "OUT", "gt")
 CACHE_MAX_PAIRS = 64
+#: Share of training samples that are identical pairs labelled no change.
+IDENTICAL_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -157,20 +160,12 @@ def find_pairs(root: Path | str, include: Sequence[str] = (),
     return pairs
 
 
-def load_normalised(path: Path, bands: Sequence[int] | None = None) -> np.ndarray:
-    """``(3, H, W)`` float32 in [0, 1], normalised as the detector normalises rasters."""
-    image = read_image(path)
-    bands = list(bands) if bands else list(range(1, min(3, image.shape[0]) + 1))
-    stats = compute_band_stats(path, bands)
-    image = normalise(image[[b - 1 for b in bands]], stats)
-    if image.shape[0] == 1:
-        image = np.repeat(image, 3, axis=0)
-    return image
-
-
-def load_pair(pair: PairPaths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(before (3,H,W), after (3,H,W), label (H,W) float32 0/1)``; InputError on size mismatch."""
-    before, after = load_normalised(pair.before), load_normalised(pair.after)
+def load_pair(pair: PairPaths, normalisation: str = "joint") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(before (3,H,W), after (3,H,W), label (H,W) float32 0/1)``, read and normalised as the
+    detector reads the pair (``normalisation``: ``joint`` or ``per-date``, per scene); pixels
+    invalid in either date are 0. InputError on size mismatch."""
+    with AlignedPair(pair.before, pair.after, normalisation=normalisation) as aligned:
+        before, after, _ = aligned.read(0, 0, aligned.width, aligned.height)
     label = read_label(pair.label).astype(np.float32)
     if before.shape != after.shape or before.shape[-2:] != label.shape[-2:]:
         raise InputError(f"Pair '{pair.name}': before {before.shape[-2:]}, after "
@@ -185,12 +180,20 @@ class ChangeDataset(Dataset):
     (``cache`` overrides). Augmentation (``augment``): the same rot90 and flip for both dates and
     the label, a random date swap, and brightness/contrast/per-band colour jitter drawn
     independently for each date.
+
+    A share ``identical`` of the samples are identical pairs labelled no change: one date of the
+    crop (either, at random, after augmentation) as both before and after, all labels 0, so the
+    model learns that nothing changed between identical images.
     """
 
     def __init__(self, pairs: Sequence[PairPaths], crop: int = 256, samples_per_pair: int = 4,
-                 augment: bool = True, seed: int = 0, cache: bool | None = None) -> None:
+                 augment: bool = True, seed: int = 0, cache: bool | None = None,
+                 identical: float = IDENTICAL_SHARE) -> None:
         if not pairs:
             raise InputError("The dataset has no pairs.")
+        if not 0.0 <= identical <= 1.0:
+            raise InputError(f"The share of identical-pair samples must be in [0, 1], got {identical}.")
+        self.identical = identical
         self.pairs = list(pairs)
         self.crop = crop
         self.samples_per_pair = samples_per_pair
@@ -220,6 +223,9 @@ class ChangeDataset(Dataset):
         before, after, label = self._crop(before, after, label[None])
         if self.augment:
             before, after, label = self._augment(before, after, label)
+        if self.identical and self.rng.random() < self.identical:
+            before = after = (before, after)[int(self.rng.integers(0, 2))]
+            label = np.zeros_like(label)
         return (torch.from_numpy(np.ascontiguousarray(before, dtype=np.float32)),
                 torch.from_numpy(np.ascontiguousarray(after, dtype=np.float32)),
                 torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32)))

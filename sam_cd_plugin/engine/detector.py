@@ -15,7 +15,7 @@ probability raster always agree. Tile positions depend only on the map grid, so 
 crop gives bit-identical pixels to the same area of the full result wherever every window
 covering the pixel lies inside the crop (farther than one tile size from the crop border), when
 the input values are normalised the same way (8-bit imagery always; 16-bit/float imagery uses
-per-raster statistics) and the model sees the same batches (batch size 1) — float32 results of
+statistics of the whole overlap, see :mod:`..core.normalisation`) and the model sees the same batches (batch size 1) — float32 results of
 the model differ by ~1e-7 between batch compositions and thread counts.
 
 Memory stays bounded by the batch, the read-ahead queue, GDAL blocks of one batch (caches are
@@ -41,6 +41,7 @@ import torch
 
 from ..core.alignment import AlignedPair
 from ..core.blending import StripBlender
+from ..core.checkpoint_info import demo_reason
 from ..core.errors import CancelledError, CheckpointError, InputError, OutputError
 from ..core.polygonize import polygonize_mask
 from ..core.validation import require_valid_pixels
@@ -148,7 +149,8 @@ class ChangeDetector:
         self.checkpoint = Path(checkpoint)
         self.device_choice = device
         self.clip_weights = Path(clip_weights) if clip_weights else None
-        state, self.metadata = load_checkpoint(self.checkpoint)
+        state, metadata = load_checkpoint(self.checkpoint)
+        self.metadata = metadata
         override = None if prompts is None else self._checked_prompts(prompts)
         #: the prompts this detector runs with (the checkpoint's unless overridden)
         self.prompts: list[str] = list(self.metadata.get("prompts") or []) if override is None \
@@ -161,15 +163,33 @@ class ChangeDetector:
                 f"{self.checkpoint.name} does not match the {self.metadata.get('method')} / "
                 f"{self.metadata.get('encoder')} architecture it declares; it may come from another "
                 "sam-cd version. Retrain or pick another checkpoint.") from exc
-        self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
+        self._bind(model, metadata, device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.input_size = int(self.metadata["input_size"])
-        self._auto_batch: dict[int, int] = {}
-        self._prior_field: PriorField | None = None
         log.info("Loaded %s (%s, %s) on %s", self.checkpoint.name, self.metadata["method"],
                  self.metadata["encoder"], self.device_description)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, metadata: dict, device: torch.device | str,
+                   name: str = "in-training") -> "ChangeDetector":
+        """A detector running ``model`` as it is (no checkpoint file; ``metadata`` needs at least
+        ``input_size``): training scores its validation pairs through it, so the stored score is
+        what :meth:`detect` gives with the saved weights. The model is left in eval mode."""
+        detector = cls.__new__(cls)
+        detector.checkpoint = Path(name)
+        detector.device_choice = str(device)
+        detector.clip_weights = None
+        detector.prompts = list(metadata.get("prompts") or [])
+        detector._bind(model, metadata, device)
+        return detector
+
+    def _bind(self, model: torch.nn.Module, metadata: dict, device: torch.device | str) -> None:
+        self.metadata = metadata
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.input_size = int(metadata["input_size"])
+        self._auto_batch: dict[int, int] = {}
+        self._prior_field: PriorField | None = None
 
     def _checked_prompts(self, prompts: Sequence[str]) -> list[str]:
         wanted = [str(p).strip() for p in prompts if str(p).strip()]
@@ -269,9 +289,14 @@ class ChangeDetector:
         and the optional probability raster and change polygons of ``options``.
 
         ``InputError``/``OutputError``/``CheckpointError`` for unusable inputs or outputs,
-        ``CancelledError`` when ``is_cancelled()`` turns true; either way no output is left."""
+        ``CancelledError`` when ``is_cancelled()`` turns true; either way no output is left.
+        Every run with a demonstration model (:func:`~..core.checkpoint_info.demo_reason`) logs
+        a warning saying so (front ends show it: Processing feedback, CLI)."""
         options = options or DetectionOptions()
         options.validate()
+        demo = demo_reason(self.metadata)
+        if demo:
+            log.warning("%s is a demonstration model: %s.", self.checkpoint.name, demo)
         started = time.perf_counter()
         inputs = (Path(before), Path(after))
         out_path = check_output_path(Path(out_path), inputs=inputs)
@@ -290,7 +315,8 @@ class ChangeDetector:
         if overlap < options.overlap:
             log.warning("Tile overlap %d px is more than half the tile size %d px; using %d px",
                         options.overlap, tile, overlap)
-        with AlignedPair(before, after, options.bands_before, options.bands_after) as pair:
+        with AlignedPair(before, after, options.bands_before, options.bands_after,
+                         options.normalisation) as pair:
             origin = grid_origin(pair.geotransform)
             tiles = lattice_tiles(pair.width, pair.height, tile, overlap, origin)
             batch_size = self.batch_size(tile, options.batch_size)
@@ -384,6 +410,7 @@ class ChangeDetector:
             "SAMCD_PROMPTS": self._prompt_text(),
             "SAMCD_THRESHOLD": options.threshold,
             "SAMCD_BEFORE": Path(pair.before.path).name, "SAMCD_AFTER": Path(pair.after.path).name,
+            "SAMCD_NORMALISATION": pair.normalisation,
             "SAMCD_STATS_BEFORE": repr(pair.stats_before), "SAMCD_STATS_AFTER": repr(pair.stats_after),
             "SAMCD_TILING": f"lattice tile={tile} overlap={overlap} origin={origin[0]},{origin[1]} "
                             "blend=raised-cosine",

@@ -61,6 +61,7 @@ class WindowJob:
     batch_size: int
     clip_weights: str | None = None
     prompts: tuple[str, ...] | None = None
+    normalisation: str = "joint"
 
 
 _WORKER_CACHE: dict[WindowJob, tuple["ChangeDetector", AlignedPair, OomBackoff]] = {}
@@ -74,7 +75,7 @@ def _worker_state(job: WindowJob) -> tuple["ChangeDetector", AlignedPair, OomBac
             old[1].close()
         _WORKER_CACHE.clear()
         detector = ChangeDetector(job.checkpoint, job.device, job.clip_weights, job.prompts)
-        pair = AlignedPair(job.before, job.after, job.bands_before, job.bands_after)
+        pair = AlignedPair(job.before, job.after, job.bands_before, job.bands_after, job.normalisation)
         _WORKER_CACHE[job] = (detector, pair, OomBackoff(job.batch_size, detector.fall_back_to_cpu))
     return _WORKER_CACHE[job]
 
@@ -148,7 +149,7 @@ def dask_results(scheduler: str, detector: "ChangeDetector", pair: AlignedPair,
         checkpoint=str(detector.checkpoint.resolve()), device=str(detector.device_choice),
         batch_size=len(batches[0]) if batches else 1,
         clip_weights=_shared_path(detector.clip_weights) if detector.clip_weights else None,
-        prompts=tuple(detector.prompts))
+        prompts=tuple(detector.prompts), normalisation=pair.normalisation)
     threads = max(1, sum(client.nthreads().values()))
     limit = IN_FLIGHT_PER_THREAD * threads
     log.info("Mapping %d batches over the Dask cluster at %s (%d worker threads)", len(batches),

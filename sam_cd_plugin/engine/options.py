@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.errors import InputError
+from ..core.normalisation import NORMALISATIONS
 from ..core.writers import PROBABILITY_FORMATS
 
 STRIDE = 32
@@ -20,6 +21,8 @@ class DetectionOptions:
     scale 0.01, nodata 255). ``polygons_path``: also write change polygons (GeoPackage) of at
     least ``min_area`` map units². ``cog``: write the rasters as Cloud Optimized GeoTIFFs.
     ``dask_scheduler``: run the windows on a Dask distributed cluster (address of its scheduler).
+    ``normalisation``: ``joint`` (one stretch for both dates, from the pixels valid in both) or
+    ``per-date`` (each raster its own: dates from different sensors).
     """
 
     threshold: float = 0.5
@@ -34,6 +37,7 @@ class DetectionOptions:
     min_area: float = 0.0
     cog: bool = False
     dask_scheduler: str | None = None
+    normalisation: str = "joint"
 
     def validate(self, stride: int = STRIDE) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -50,6 +54,9 @@ class DetectionOptions:
         if self.probability_format not in PROBABILITY_FORMATS:
             raise InputError(f"Probability format '{self.probability_format}' is unknown; use one of "
                              f"{', '.join(PROBABILITY_FORMATS)}.")
+        if self.normalisation not in NORMALISATIONS:
+            raise InputError(f"Normalisation '{self.normalisation}' is unknown; use one of "
+                             f"{', '.join(NORMALISATIONS)}.")
         if not self.min_area >= 0:
             raise InputError(f"Minimum polygon area {self.min_area} must be zero or positive (map units²).")
 

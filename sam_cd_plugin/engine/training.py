@@ -6,9 +6,12 @@ reference (AdamW, one-cycle cosine, BCE + Dice, ±30° rotation on top of the pe
 jitter every method gets) for ``sam2-cd``. Models with several supervised outputs (:meth:`Sam2Cd.forward_train`) get the loss
 on each, weight 1 each as in the reference code.
 
-Each epoch: train, re-estimate BatchNorm statistics, score the validation pairs, and write
-``config.out`` when validation F1 improved (every epoch without validation pairs), so the file
-always holds the best model so far; the optimizer state for ``resume`` goes to the sidecar
+Each epoch: train, re-estimate BatchNorm statistics, score the validation pairs with those
+weights as the checkpoint stores them (fp16) through the detector's scoring path, and write
+exactly those weights to ``config.out`` when validation F1 improved (every epoch without
+validation pairs), so the file always holds the best model so far and its stored F1 is the F1
+``evaluate`` gives for it; a share of the training samples are identical pairs labelled no
+change (:class:`.datasets.ChangeDataset`); the optimizer state for ``resume`` goes to the sidecar
 :func:`resume_state_path` after the first epoch and then at most every :data:`STATE_EVERY_S`
 seconds (it is 3× the model in fp32: short epochs must not spend their time writing it), and is
 deleted when training completes. Mixed precision (bf16, or fp16 with
@@ -21,11 +24,11 @@ import logging
 import math
 import platform
 import time
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -36,7 +39,7 @@ from ..models.bce_dice_loss import bce_dice_loss
 from ..models.cem_loss import cem_loss
 from ..models.checkpoint import atomic_torch_save, load_checkpoint, read_metadata, save_checkpoint
 from ..models.registry import METHODS, build_model
-from .datasets import ChangeDataset, PairPaths, dataset_layout, find_pairs, load_pair, seed_worker
+from .datasets import IDENTICAL_SHARE, ChangeDataset, PairPaths, dataset_layout, find_pairs, seed_worker
 from .device import autocast, autocast_dtype, describe_device, resolve_device
 from .augment import random_rotation
 from .recipes import AUGMENTS, LOSSES, RECIPES, SCHEDULES, one_cycle_lr
@@ -222,37 +225,35 @@ def sweep_configs(config: TrainConfig, deltas: Sequence[float]) -> list[TrainCon
     return [replace(config, delta=float(d), out=delta_checkpoint_path(config.out, d)) for d in deltas]
 
 
-@torch.no_grad()
 def validate(model: torch.nn.Module, pairs: Sequence[PairPaths], input_size: int,
              device: torch.device, amp: torch.dtype | None = None, threshold: float = 0.5,
              batch_size: int = 4) -> ConfusionMatrix:
-    """One confusion matrix over every pixel of ``pairs`` (non-overlapping ``input_size`` tiles).
-
-    Quicker than :func:`engine.evaluation.evaluate_pairs` (no rasters written, no overlap), for
-    monitoring during training; images are edge-padded to a multiple of the tile size.
+    """One confusion matrix over every pixel of ``pairs``, scored by the detector's own path
+    (:func:`.evaluation.evaluate_pairs`: reader, normalisation, tiling, blending, threshold), so
+    it is what ``evaluate`` reports for a checkpoint holding these weights. The model is left in
+    eval mode; ``amp`` is not used (the detector chooses autocast as for users).
     """
-    model.eval()
-    cut = math.log(threshold / (1.0 - threshold))
-    total = ConfusionMatrix()
-    for pair in pairs:
-        before, after, label = load_pair(pair)
-        h, w = label.shape
-        ph, pw = -h % input_size, -w % input_size
-        pad = ((0, 0), (0, ph), (0, pw))
-        before, after = (np.pad(a, pad, mode="edge") for a in (before, after))
-        windows = [(y, x) for y in range(0, h + ph, input_size) for x in range(0, w + pw, input_size)]
-        pred = np.zeros((h + ph, w + pw), dtype=bool)
-        for i in range(0, len(windows), batch_size):
-            chunk = windows[i:i + batch_size]
-            b = torch.from_numpy(np.stack([before[:, y:y + input_size, x:x + input_size] for y, x in chunk]))
-            a = torch.from_numpy(np.stack([after[:, y:y + input_size, x:x + input_size] for y, x in chunk]))
-            with autocast(device, amp):
-                logits = model(b.to(device), a.to(device)).float()
-            hits = (logits[:, 0] > cut).cpu().numpy()
-            for (y, x), hit in zip(chunk, hits):
-                pred[y:y + input_size, x:x + input_size] = hit
-        total.update(pred[:h, :w], label > 0.5)
-    return total
+    from .detector import ChangeDetector
+    from .evaluation import evaluate_pairs
+    from .options import DetectionOptions
+
+    del amp  # the detector picks autocast for its device, as for users
+    detector = ChangeDetector.from_model(model, {"method": getattr(model, "method", ""),
+                                                 "input_size": input_size}, device)
+    options = DetectionOptions(threshold=threshold, tile_size=input_size, batch_size=batch_size,
+                               overlap=min(DetectionOptions.overlap, input_size // 4))
+    return evaluate_pairs(detector, pairs, options).total
+
+
+def as_saved(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose weights are rounded as :func:`save_checkpoint` stores them
+    (fp16), so scoring the copy scores exactly the weights a checkpoint file will hold."""
+    copy = deepcopy(model)
+    with torch.no_grad():
+        for value in copy.state_dict().values():
+            if value.is_floating_point():
+                value.copy_(value.half())
+    return copy
 
 
 @dataclass
@@ -330,8 +331,10 @@ def train(config: TrainConfig, progress: Callable[[EpochReport], None] | None = 
             running += loss.item()
             state.step += 1
         mean_loss = running / max(1, len(loader))
+        # recalibrate, then score the weights as they will be saved, then save those same weights
         recalibrate_batchnorm(model, loader, device, max_batches=BN_BATCHES, amp=amp)
-        val = validate(model, val_pairs, config.input_size, device, amp, config.threshold,
+        saved = as_saved(model)
+        val = validate(saved, val_pairs, config.input_size, device, amp, config.threshold,
                        config.batch_size) if val_pairs else None
         best = val is None or val.f1 > state.best_f1
         state.epoch = epoch
@@ -342,7 +345,8 @@ def train(config: TrainConfig, progress: Callable[[EpochReport], None] | None = 
             if val is not None:
                 state.best_f1 = val.f1
                 state.best_val = {**val.as_dict(), "epoch": epoch, "pairs": len(val_pairs)}
-            _save(config.out, model, meta, state, time.perf_counter() - started)
+            _save(config.out, saved, meta, state, time.perf_counter() - started)
+        del saved
         if epoch < config.epochs and time.perf_counter() - state_saved >= STATE_EVERY_S:
             atomic_torch_save(_state_payload(config, model, optimizer, scaler, state),
                               resume_state_path(config.out))
@@ -352,12 +356,9 @@ def train(config: TrainConfig, progress: Callable[[EpochReport], None] | None = 
         log.log(logging.DEBUG if progress else logging.INFO, "%s", report.line())
         if progress:
             progress(report)
-    # final: the best epoch's weights, with complete metadata (full-pass BN statistics if latest)
-    if state.best_epoch == state.epoch:
-        recalibrate_batchnorm(model, loader, device, amp=amp)
-    else:
-        weights, _ = load_checkpoint(config.out)
-        model.load_state_dict(weights)
+    # final: the best epoch's weights exactly as scored and saved, with complete metadata
+    weights, _ = load_checkpoint(config.out)
+    model.load_state_dict(weights)
     path = _save(config.out, model, meta, state, time.perf_counter() - started)
     resume_state_path(config.out).unlink(missing_ok=True)
     return path
@@ -460,7 +461,8 @@ def _metadata(config: TrainConfig, pairs: Sequence[PairPaths], val_pairs: Sequen
         "loss": config.loss,
         "input_size": config.input_size, "freeze_encoder": config.freeze_encoder,
         "normalisation": ("uint8 images / 255; other types: per-band 2–98 % percentile stretch "
-                          "to [0, 1]; RGB order"),
+                          "to [0, 1], one stretch for both dates from the pixels valid in both "
+                          "(joint, per scene); RGB order"),
         "prompts": list(config.prompts),
         "training": {"data": [Path(d).name for d in config.data],
                      "split": config.split, "pairs": _names(pairs), "pairs_count": len(pairs),
@@ -468,6 +470,7 @@ def _metadata(config: TrainConfig, pairs: Sequence[PairPaths], val_pairs: Sequen
                                     "pairs": _names(val_pairs), "pairs_count": len(val_pairs)},
                      "settings": settings,
                      "encoder_init": config.encoder_weights.name if config.encoder_weights else "random",
+                     "identical_pairs": IDENTICAL_SHARE,
                      "torch": torch.__version__, "machine": platform.machine()},
         "metrics": {},
         "sam_cd_version": __version__,

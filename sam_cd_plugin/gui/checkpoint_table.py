@@ -5,6 +5,8 @@ added one by one. Listing the files is cheap (:func:`scan_checkpoints`, rows say
 their metadata comes from the engine (:func:`read_entry`, which loads the file: the dock calls it
 in a background task). A file that cannot be read (corrupt, not a sam-cd checkpoint, no engine)
 still gets a row, with the reason in the *Notes* column, so one bad file never breaks the panel.
+Demonstration models (:func:`~..core.checkpoint_info.demo_reason`) say *demo* in *Notes*, in
+another colour, with the reason in the row's tooltip.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from qgis.PyQt.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 from qgis.PyQt.QtGui import QBrush, QColor
 
+from ..core.checkpoint_info import demo_reason
 from ..core.errors import DependencyError, SamCdError
 from ..engine.service import get_engine
 from ..paths import default_checkpoint
@@ -33,6 +36,7 @@ ENTRY_ROLE = Qt.ItemDataRole.UserRole + 2
 COLUMNS = ("Method", "Encoder", "δ", "F1", "IoU", "Training data", "File", "Notes")
 _METRIC_SPLITS = ("val", "eval", "train")
 _ERROR_COLOUR = QColor(180, 30, 30)
+_DEMO_COLOUR = QColor(160, 90, 0)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class CheckpointEntry:
     error: str = ""
     checking: bool = False  # listed, metadata not read yet
     needs_engine: bool = False  # not read because the detection engine is not installed (error says so)
+    demo: str = ""  # why this is a demonstration model (from its metadata); empty: it is not one
     meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -103,6 +108,7 @@ def read_entry(path: Path, source: str) -> CheckpointEntry:
         iou=iou,
         metrics_split=split,
         prompts=tuple(str(p) for p in (meta.get("prompts") or [])),
+        demo=demo_reason(meta) or "",
         meta=meta,
     )
 
@@ -204,9 +210,13 @@ class CheckpointTableModel(QAbstractTableModel):
                 return f"{entry.path}\nCannot be used: {entry.error}"
             if entry.checking:
                 return f"{entry.path}\nReading its metadata…"
+            if entry.demo:
+                return f"{entry.path} ({entry.source})\nDemonstration model: {entry.demo}."
             return f"{entry.path} ({entry.source})"
         if role == Qt.ItemDataRole.ForegroundRole and entry.error and not entry.needs_engine:
             return QBrush(_ERROR_COLOUR)
+        if role == Qt.ItemDataRole.ForegroundRole and entry.demo:
+            return QBrush(_DEMO_COLOUR)
         return None
 
     @staticmethod
@@ -219,7 +229,8 @@ class CheckpointTableModel(QAbstractTableModel):
         if entry.checking:
             return {"Method": "checking…", "Notes": "reading the checkpoint"}.get(name, "")
         split = "" if entry.metrics_split in ("val", "") else f" ({entry.metrics_split})"
-        notes = ["bundled"] if entry.source == "bundled" else []
+        notes = ["demo"] if entry.demo else []
+        notes += ["bundled"] if entry.source == "bundled" else []
         if entry.prompts:
             notes.append(f"prompts: {', '.join(entry.prompts)}")
         values = {

@@ -10,6 +10,15 @@ decay: :mod:`..engine.recipes`). *Differs*: FastSAM-s is the default encoder (th
 FastSAM-x, ``--encoder fastsam-x``), inputs are 256 px tiles by default, the decoder widths are
 half the encoder's (clamped to 32–256; the paper does not state them), and the encoder is
 fine-tuned unless ``--freeze-encoder``. Architecture unchanged since checkpoint format 1.
+
+Invariants are learnt, not built in: STFE convolves the *concatenation* of the two dates'
+features (the paper's fusion), so identical inputs do not give a constant map by construction and
+swapping the dates is not an identity. Training teaches both (random date swap, and identical-pair
+samples labelled no change: :class:`..engine.datasets.ChangeDataset`), and
+``tests/engine/test_engine_invariants.py`` measures them on real pairs. A symmetric fusion
+(e.g. |f1 − f2| with f1 + f2) would guarantee date-swap invariance but not identical → no change
+(the decoder still sees f1 + f2), would leave the paper's architecture and would not load today's
+checkpoints, so it was not adopted.
 """
 from __future__ import annotations
 

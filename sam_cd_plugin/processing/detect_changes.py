@@ -35,6 +35,7 @@ from qgis.core import (
 from .algorithm_base import SamCdAlgorithm
 from ..paths import BUNDLED
 from ..core.errors import InputError
+from ..core.normalisation import NORMALISATIONS
 from ..core.prompts import parse_prompts
 from ..engine.options import DetectionOptions
 from ..engine.requests import DetectRequest
@@ -98,6 +99,7 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
     CHANGED_PIXELS = "CHANGED_PIXELS"
     VALID_PIXELS = "VALID_PIXELS"
     DEVICE_USED = "DEVICE_USED"
+    NORMALISATION = "NORMALISATION"
 
     # -- identity -------------------------------------------------------------------------
     NAME = "detectchanges"
@@ -122,7 +124,11 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
             "<b>Bands</b>: three 1-based band numbers in red,green,blue order, e.g. 3,2,1 for "
             "a raster stored as blue,green,red; empty uses the first three (a single-band "
             "raster is repeated). <b>Tile size</b> 0 uses the checkpoint's input "
-            "size; <b>overlap</b> is the number of pixels shared by neighbouring tiles.</p>"
+            "size; <b>overlap</b> is the number of pixels shared by neighbouring tiles. "
+            "<b>Normalisation</b>: <i>joint</i> (default) stretches both dates with one 2–98 % "
+            "range taken from the pixels valid in both, so unchanged ground looks the same in "
+            "both; <i>per-date</i> stretches each raster on its own (dates from different "
+            "sensors). 8-bit bands are used as 0..255.</p>"
             "<p>The optional <b>probability</b> output is a GeoTIFF of the change probability: "
             "float32 0..1, or uint8 percent 0..100 (<b>probability format</b>). Overlapping "
             "tiles are blended smoothly and the mask is that probability thresholded, so the two "
@@ -136,6 +142,11 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
             "own prompts are used; <b>none</b> (or <b>-</b>) runs without a semantic prior (no "
             "CLIP file needed; a checkpoint trained with prompts warns that it may be less "
             "accurate). Other methods find changes of any kind and ignore prompts.</p>"
+            "<p><b>The bundled model is a demonstration model</b>: trained on a few LEVIR-CD "
+            "tiles (0.5 m aerial photos) from random initialisation, it shows the pipeline working "
+            "but is not accurate; every run with it says so in the log. For real use, train a "
+            "model on your own imagery (<i>Train a change-detection model</i>) or pick a "
+            "trained one; the dock's checkpoint table marks demonstration models.</p>"
             "<p>Cancelling stops after the current batch of tiles and leaves no output file. "
             "Runs in the detection engine (dock: <i>Install engine</i>).</p>"
         )
@@ -262,6 +273,16 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
                 createByDefault=False,
             )
         )
+        # added last, so the order of the older parameters is unchanged
+        normalisation = QgsProcessingParameterEnum(
+            self.NORMALISATION,
+            self.tr("Normalisation (joint: one stretch for both dates; per-date: different sensors)"),
+            options=list(NORMALISATIONS),
+            defaultValue=NORMALISATIONS[0],
+            usesStaticStrings=True,
+        )
+        normalisation.setFlags(normalisation.flags() | FLAG_ADVANCED)
+        self.addParameter(normalisation)
         self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT, self.tr("Change polygons written")))
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PIXELS, self.tr("Changed pixels")))
         self.addOutput(QgsProcessingOutputNumber(self.VALID_PIXELS, self.tr("Valid (not no-data) pixels")))
@@ -402,6 +423,8 @@ class DetectChangesAlgorithm(SamCdAlgorithm):
             polygons_path=polygons_path,
             min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             cog=self.parameterAsBoolean(parameters, self.COG, context),
+            normalisation=self.parameterAsEnumString(parameters, self.NORMALISATION, context)
+            or NORMALISATIONS[0],
         )
         request = DetectRequest(before, after, out_path, checkpoint=checkpoint, device=device,
                                 clip_weights=clip_weights, prompts=prompts, options=options)

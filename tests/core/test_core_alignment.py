@@ -172,9 +172,11 @@ def test_single_band_and_explicit_bands(rio: Path, tmp_path: Path):
         before, after, valid = pair.read(0, 0, 64, 64)
         np.testing.assert_array_equal(before[0], before[1])
         np.testing.assert_array_equal(before[0], before[2])
-    with AlignedPair(rio / "before.tif", rio / "after.tif", bands_before=[3, 2, 1], bands_after=[2]) as pair:
+    # per-date: each band's stretch is its own, whatever the other date selects
+    with AlignedPair(rio / "before.tif", rio / "after.tif", bands_before=[3, 2, 1], bands_after=[2],
+                     normalisation="per-date") as pair:
         rev, after, _ = pair.read(0, 0, 64, 64)
-    with AlignedPair(rio / "before.tif", rio / "after.tif") as pair:
+    with AlignedPair(rio / "before.tif", rio / "after.tif", normalisation="per-date") as pair:
         default, default_after, _ = pair.read(0, 0, 64, 64)
     np.testing.assert_array_equal(rev[0], default[2])
     np.testing.assert_array_equal(after[0], after[2])

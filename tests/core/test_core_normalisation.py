@@ -128,3 +128,82 @@ def test_band_out_of_range(tmp_path: Path):
     path = write_tif(tmp_path / "one.tif", np.zeros((5, 5), np.uint8))
     with pytest.raises(InputError, match="Band 2 .*one.tif.*1 band"):
         compute_band_stats(path, [2])
+
+
+# ---------------------------------------------------------------- one stretch for both dates
+def _copy_with(src: Path, dst: Path, paint: tuple[slice, slice] | None = None,
+               extend_right: int = 0) -> Path:
+    """``src`` written to ``dst`` (same CRS/origin), optionally with a saturated block painted in
+    and ``extend_right`` extra columns east of the scene, saturated too (a larger after scene)."""
+    ds = gdal.Open(str(src))
+    data = ds.ReadAsArray()
+    top = np.iinfo(data.dtype).max
+    if extend_right:
+        data = np.concatenate([data, np.full(data.shape[:2] + (extend_right,), top, data.dtype)], axis=2)
+    if paint is not None:
+        data[(slice(None),) + paint] = top
+    write_tif(dst, data)
+    out = gdal.Open(str(dst), gdal.GA_Update)
+    out.SetGeoTransform(ds.GetGeoTransform())
+    out.SetProjection(ds.GetProjection())
+    out = None
+    return dst
+
+
+@pytest.fixture()
+def rio_before(shared_data: Path, tmp_path: Path) -> Path:
+    """The real OSCD Rio before scene (Sentinel-2, uint16: stretched by percentiles)."""
+    return _copy_with(shared_data / "geotiff" / "oscd_rio" / "before.tif", tmp_path / "before.tif")
+
+
+def _read_all(before: Path, after: Path, normalisation: str) -> tuple[np.ndarray, np.ndarray]:
+    from sam_cd_plugin.core.alignment import AlignedPair
+
+    with AlignedPair(before, after, normalisation=normalisation) as pair:
+        b, a, valid = pair.read(0, 0, pair.width, pair.height)
+        assert valid.all()
+        assert pair.normalisation == normalisation
+        return b, a
+
+
+@pytest.mark.parametrize("normalisation", ["joint", "per-date"])
+def test_joint_stretch_of_an_unchanged_area_ignores_a_big_change_elsewhere(
+        rio_before: Path, tmp_path: Path, normalisation: str):
+    # the after scene is the before scene with the west 40 % painted saturated (a big change)
+    width = gdal.Open(str(rio_before)).RasterXSize
+    west = slice(0, int(0.4 * width))
+    after = _copy_with(rio_before, tmp_path / "after.tif", paint=(slice(None), west))
+    before_n, after_n = _read_all(rio_before, after, normalisation)
+    east = (slice(None), slice(None), slice(west.stop, None))
+    if normalisation == "joint":  # unchanged pixels: the same values in both dates
+        np.testing.assert_array_equal(before_n[east], after_n[east])
+    else:  # what per-scene stretches did: the change shifts the after stretch of unchanged pixels
+        assert np.abs(before_n[east] - after_n[east]).mean() > 0.02
+
+
+@pytest.mark.parametrize("normalisation", ["joint", "per-date"])
+def test_joint_stretch_ignores_what_the_after_scene_holds_outside_the_before_scene(
+        rio_before: Path, tmp_path: Path, normalisation: str):
+    same = _copy_with(rio_before, tmp_path / "same.tif")
+    wider = _copy_with(rio_before, tmp_path / "wider.tif", extend_right=300)  # bright land east
+    plain_before, plain_after = _read_all(rio_before, same, normalisation)
+    before_n, after_n = _read_all(rio_before, wider, normalisation)
+    if normalisation == "joint":
+        np.testing.assert_array_equal(before_n, plain_before)
+        np.testing.assert_allclose(after_n, plain_after, atol=1e-6)
+        np.testing.assert_allclose(after_n, before_n, atol=1e-6)
+    else:
+        assert np.abs(after_n - plain_after).mean() > 0.02
+
+
+def test_joint_stretch_pools_both_dates_over_pixels_valid_in_both():
+    from sam_cd_plugin.core.normalisation import joint_band_stats
+
+    before = np.arange(100, dtype=np.float64).reshape(1, 10, 10)
+    after = before + 1000
+    valid = np.zeros((10, 10), bool)
+    valid[:5] = True  # before 0..49 and after 1000..1049 count; the rest does not
+    stats = joint_band_stats(before, after, valid, [False])
+    pooled = np.concatenate([before[0][valid], after[0][valid]])
+    assert stats == BandStats(tuple(np.percentile(pooled, [2])), tuple(np.percentile(pooled, [98])))
+    assert joint_band_stats(before, after, valid, [True]) == BandStats((0.0,), (255.0,))

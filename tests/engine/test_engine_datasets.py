@@ -122,7 +122,8 @@ def test_labels_0_255_and_0_1_read_as_0_1(tmp_path, label_scale):
 
 def test_random_crops_of_a_large_image_with_aligned_augmentation(tmp_path):
     make_pair(tmp_path, "big", size=(320, 288), seed=3)
-    dataset = ChangeDataset(find_pairs(tmp_path), crop=64, samples_per_pair=40, augment=True, seed=1)
+    dataset = ChangeDataset(find_pairs(tmp_path), crop=64, samples_per_pair=40, augment=True, seed=1,
+                            identical=0.0)
     assert len(dataset) == 40
     seen, jittered = set(), 0
     for i in range(len(dataset)):
@@ -135,6 +136,20 @@ def test_random_crops_of_a_large_image_with_aligned_augmentation(tmp_path):
         seen.add(label.tobytes())
     assert jittered == len(dataset)
     assert len(seen) > 30  # random windows/orientations, not one fixed crop
+
+
+def test_a_share_of_samples_are_identical_pairs_labelled_no_change(shared_data):
+    pairs = find_pairs(shared_data / "LEVIR-CD", ["train_36*"])
+    dataset = ChangeDataset(pairs, crop=64, samples_per_pair=200, seed=0, identical=0.25)
+    identical = 0
+    for i in range(len(dataset)):
+        before, after, label = (t.numpy() for t in dataset[i])
+        if np.array_equal(before, after):
+            identical += 1
+            assert not label.any()  # the same image twice: nothing changed
+    assert 0.15 * len(dataset) < identical < 0.35 * len(dataset)
+    none = ChangeDataset(pairs, crop=64, samples_per_pair=50, seed=0, identical=0.0)
+    assert not any(np.array_equal(*(t.numpy() for t in none[i][:2])) for i in range(len(none)))
 
 
 def test_small_images_are_padded_to_the_crop(tmp_path):

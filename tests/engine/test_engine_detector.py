@@ -46,6 +46,9 @@ def test_detect_writes_mask_on_the_before_grid(detector, norcia, tmp_path):
     assert band.DataType == gdal.GDT_Byte and band.GetNoDataValue() == 255
     assert set(np.unique(mask)) <= {0, 1, 255}
     assert ds.GetMetadataItem("SAMCD_METHOD") == "sam-cem-cd"
+    # one stretch for both dates (uint16 Sentinel-2: percentiles), stored with the result
+    assert ds.GetMetadataItem("SAMCD_NORMALISATION") == "joint"
+    assert ds.GetMetadataItem("SAMCD_STATS_BEFORE") == ds.GetMetadataItem("SAMCD_STATS_AFTER")
     del band, ds
     assert result.changed_pixels == int((mask == 1).sum())
     assert result.valid_pixels == int((mask != 255).sum()) > 0
@@ -86,3 +89,15 @@ def test_bad_inputs_give_clear_errors(detector, norcia, tmp_path):
 def test_missing_checkpoint_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         ChangeDetector(tmp_path / "nope.pt")
+
+
+def test_per_date_normalisation_stretches_each_date_on_its_own(detector, norcia, tmp_path):
+    out = tmp_path / "change.tif"
+    detector.detect(*norcia, out, DetectionOptions(bands_before=[3, 2, 1], bands_after=[3, 2, 1],
+                                                   normalisation="per-date", tile_size=64, overlap=0))
+    ds = gdal.Open(str(out))
+    assert ds.GetMetadataItem("SAMCD_NORMALISATION") == "per-date"
+    assert ds.GetMetadataItem("SAMCD_STATS_BEFORE") != ds.GetMetadataItem("SAMCD_STATS_AFTER")
+    del ds
+    with pytest.raises(InputError, match="joint, per-date"):
+        detector.detect(*norcia, tmp_path / "x.tif", DetectionOptions(normalisation="global"))

@@ -316,9 +316,10 @@ def test_cli_detect_writes_every_output(tiny_checkpoint, small, tmp_path, capsys
     code = main(["detect", str(before), str(after), str(tmp_path / "c.tif"), "--checkpoint", str(tiny_checkpoint),
                  "--device", "cpu", "--overlap", "32", "--probability", str(tmp_path / "p.tif"),
                  "--probability-format", "uint8", "--polygons", str(tmp_path / "c.gpkg"), "--min-area", "1",
-                 "--cog", "--threshold", "0.3", "--batch-size", "3"])
+                 "--cog", "--threshold", "0.3", "--batch-size", "3", "--normalisation", "per-date"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "polygons:" in printed and "features" in printed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.gpkg", "c.tif", "p.tif"]
     assert read(tmp_path / "p.tif")[0].dtype == np.uint8
+    assert gdal.Open(str(tmp_path / "c.tif")).GetMetadataItem("SAMCD_NORMALISATION") == "per-date"

@@ -10,6 +10,8 @@ import torch
 from sam_cd_plugin.cli import main
 from sam_cd_plugin.core.errors import CancelledError, InputError, WeightsError
 from sam_cd_plugin.engine.datasets import find_pairs
+from sam_cd_plugin.engine.detector import ChangeDetector, DetectionOptions
+from sam_cd_plugin.engine.evaluation import evaluate_pairs
 from sam_cd_plugin.engine.training import (EpochReport, TrainConfig, autocast_dtype, compute_loss,
                                            delta_checkpoint_path, resume_state_path, train,
                                            validate)
@@ -51,12 +53,19 @@ def test_train_validates_each_epoch_and_keeps_the_best(split_dataset, tmp_path):
     assert meta["training"]["pairs"] == ["train_36_0512_0512", "train_386_0512_0768"]
     assert meta["training"]["validation"]["pairs"] == ["val_27_0000_0256"]
     assert not resume_state_path(out).exists()  # removed once training completed
-    # the file holds the best epoch's model: re-validating it gives the stored score
+    # the file holds the scored weights: validating or evaluating it gives exactly the stored score
+    stored = meta["metrics"]["val"]
+    counts = lambda cm: {k: cm.as_dict()[k] for k in ("tp", "fp", "fn", "tn")}  # noqa: E731
     state, _ = load_checkpoint(out)
     model = build_model(meta)
     model.load_state_dict(state)
-    val = validate(model, find_pairs(split_dataset, split="val"), 64, torch.device("cpu"))
-    assert val.f1 == pytest.approx(meta["metrics"]["val"]["f1"], abs=0.02)
+    val_pairs = find_pairs(split_dataset, split="val")
+    val = validate(model, val_pairs, 64, torch.device("cpu"), batch_size=TINY["batch_size"])
+    assert counts(val) == {k: stored[k] for k in ("tp", "fp", "fn", "tn")}
+    assert 0 < stored["tp"] + stored["fp"] < stored["tp"] + stored["fp"] + stored["tn"] + stored["fn"]
+    evaluated = evaluate_pairs(ChangeDetector(out, "cpu"), val_pairs,
+                               DetectionOptions(tile_size=64, overlap=16, batch_size=TINY["batch_size"])).total
+    assert counts(evaluated) == counts(val)
 
 
 def test_resume_after_cancel_matches_an_uninterrupted_run(shared_data, tmp_path):

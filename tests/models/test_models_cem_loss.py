@@ -31,12 +31,23 @@ def test_cem_loss_delta_zero_is_plain_bce_and_valid_mask_excludes():
 
 
 def test_cem_drops_about_delta_of_negatives_and_keeps_all_positives():
-    g = torch.Generator().manual_seed(0)
+    """Losses that tell the two classes apart, so the loss reveals how many of each were kept."""
     target = torch.zeros(1, 1, 200, 200)
     target[..., :20, :] = 1
-    # a logit map where positives have loss 0 would hide them; use equal logits and compare weights
-    logits = torch.zeros_like(target)
-    loss = cem_loss(logits, target, delta=0.5, generator=g)
-    assert loss.item() == pytest.approx(math.log(2), rel=1e-6)  # every kept pixel has BCE log 2
+    positives, negatives = int(target.sum()), int((target == 0).sum())
+    small, log2 = -30.0, math.log(2)  # BCE ≈ 1e-13 and exactly log 2
+
+    def loss(logit_pos: float, logit_neg: float) -> float:
+        logits = torch.where(target > 0.5, logit_pos, logit_neg)
+        return cem_loss(logits, target, delta=0.5, generator=torch.Generator().manual_seed(0)).item()
+
+    # only negatives cost (positives predicted right): loss = kept_neg · log 2 / (positives + kept_neg)
+    only_neg = loss(-small, 0.0)
+    kept_neg = positives * only_neg / (log2 - only_neg)
+    assert kept_neg / negatives == pytest.approx(0.5, abs=0.02)  # about δ of them dropped
+    # only positives cost (same draws): loss = kept_pos · log 2 / (kept_pos + kept_neg)
+    only_pos = loss(0.0, small)
+    kept_pos = kept_neg * only_pos / (log2 - only_pos)
+    assert kept_pos == pytest.approx(positives, rel=1e-3)  # every changed pixel kept
     with pytest.raises(ValueError):
-        cem_loss(logits, target, delta=1.0)
+        cem_loss(torch.zeros_like(target), target, delta=1.0)

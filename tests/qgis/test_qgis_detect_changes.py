@@ -47,11 +47,16 @@ class RecordingFeedback(QgsProcessingFeedback):
         super().__init__()
         self.progress_reports: list[float] = []
         self.infos: list[str] = []
+        self.warnings: list[str] = []
         self.progressChanged.connect(self.progress_reports.append)
 
     def pushInfo(self, info: str) -> None:  # noqa: N802
         self.infos.append(info)
         super().pushInfo(info)
+
+    def pushWarning(self, warning: str) -> None:  # noqa: N802
+        self.warnings.append(warning)
+        super().pushWarning(warning)
 
 
 class CancelAfterFirstProgress(RecordingFeedback):
@@ -252,3 +257,29 @@ def test_polygons_must_be_a_geopackage(norcia, tiny_checkpoint, tmp_path) -> Non
         processing.run(ALGORITHM_ID, _params(norcia, tiny_checkpoint, tmp_path / "c.tif",
                                              OUTPUT_POLYGONS=str(tmp_path / "p.shp")))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("transport", ["inprocess", "worker"])
+def test_every_run_with_the_bundled_model_warns_that_it_is_a_demonstration_model(
+        norcia, tiny_checkpoint, tmp_path, monkeypatch, transport) -> None:
+    import sys
+
+    from sam_cd_plugin.engine.service import shutdown_engine
+
+    monkeypatch.setenv("SAM_CD_ENGINE", transport)
+    monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)
+    shutdown_engine()
+    demo = ("sam_cem_cd_fastsam-s.pt is a demonstration model: trained on 4 tiles from random "
+            "initialisation; use it to try the pipeline, train or pick a model for real use.")
+    try:
+        for run in (1, 2):  # the second run reuses the loaded model: it must warn again
+            feedback = RecordingFeedback()
+            processing.run(ALGORITHM_ID, _params(norcia, "bundled", tmp_path / f"change{run}.tif"),
+                           feedback=feedback)
+            assert [w for w in feedback.warnings if "demonstration" in w] == [demo]
+        feedback = RecordingFeedback()
+        processing.run(ALGORITHM_ID, _params(norcia, tiny_checkpoint, tmp_path / "tiny.tif"),
+                       feedback=feedback)
+        assert not [w for w in feedback.warnings if "demonstration" in w]
+    finally:
+        shutdown_engine()

@@ -360,3 +360,19 @@ def test_a_failed_run_is_explained_in_the_message_bar(make_dock, project, norcia
     assert "coordinate reference system" in critical[0] and "Traceback" not in critical[0]
     assert set(project.mapLayers()) == layers_before
     assert sorted((tmp_path / "outputs").iterdir()) == []
+
+
+def test_the_bundled_model_is_marked_as_a_demonstration_model(make_dock, tiny_checkpoint,
+                                                               clean_samcd_settings) -> None:
+    shutil.copy(tiny_checkpoint, clean_samcd_settings / "not_demo.pt")
+    dock = make_dock()
+    rows = {row["File"]: row for row in table_rows(dock)}
+    bundled = rows[default_checkpoint().name]
+    assert bundled["Notes"].split("; ")[0] == "demo"
+    assert "demo" not in rows["not_demo.pt"]["Notes"]  # a model whose metadata does not say so
+    proxy = dock.checkpoint_proxy
+    row = next(r for r in range(proxy.rowCount())
+               if proxy.index(r, COLUMNS.index("File")).data() == default_checkpoint().name)
+    tooltip = proxy.index(row, COLUMNS.index("Method")).data(Qt.ItemDataRole.ToolTipRole)
+    assert "Demonstration model: trained on 4 tiles from random initialisation" in tooltip
+    assert "train or pick a model for real use" in tooltip

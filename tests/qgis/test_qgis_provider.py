@@ -67,7 +67,7 @@ def test_parameters(algorithm: QgsProcessingAlgorithm) -> None:
     params = {p.name(): p for p in algorithm.parameterDefinitions()}
     assert list(params) == ["BEFORE", "AFTER", "CHECKPOINT", "THRESHOLD", "DEVICE", "PROMPTS", "TILE_SIZE",
                             "OVERLAP", "BANDS_BEFORE", "BANDS_AFTER", "CLIP_WEIGHTS", "PROBABILITY_FORMAT", "COG", "MIN_AREA",
-                            "OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS"]
+                            "OUTPUT", "OUTPUT_PROBABILITY", "OUTPUT_POLYGONS", "NORMALISATION"]
     assert isinstance(params["BEFORE"], QgsProcessingParameterRasterLayer)
     assert isinstance(params["AFTER"], QgsProcessingParameterRasterLayer)
 
@@ -86,8 +86,12 @@ def test_parameters(algorithm: QgsProcessingAlgorithm) -> None:
     assert device.options() == ["auto", "cpu", "cuda"]
     assert device.defaultValue() == "auto"
 
+    normalisation = params["NORMALISATION"]  # added last: older scripts and models keep working
+    assert isinstance(normalisation, QgsProcessingParameterEnum) and normalisation.usesStaticStrings()
+    assert normalisation.options() == ["joint", "per-date"] and normalisation.defaultValue() == "joint"
+
     for name in ("TILE_SIZE", "OVERLAP", "BANDS_BEFORE", "BANDS_AFTER", "CLIP_WEIGHTS", "PROBABILITY_FORMAT",
-                 "COG", "MIN_AREA"):
+                 "COG", "MIN_AREA", "NORMALISATION"):
         assert params[name].flags() & FLAG_ADVANCED, name
     for name in ("BEFORE", "AFTER", "CHECKPOINT", "THRESHOLD", "DEVICE", "OUTPUT", "OUTPUT_PROBABILITY"):
         assert not params[name].flags() & FLAG_ADVANCED, name
