@@ -112,7 +112,8 @@ def run_area(args: argparse.Namespace) -> int:
     config = {"before": args.before, "after": args.after, "changes": args.changes, "out": out,
               "where": args.where, "reviewed": args.reviewed, "name": args.name, "checkpoint": args.checkpoint,
               "encoder_weights": args.encoder_weights, "method": args.method, "encoder": args.encoder,
-              "delta": args.delta, "lr": args.lr, "holdout": args.holdout, "seed": args.seed, "device": args.device}
+              "delta": args.delta, "lr": args.lr, "holdout": args.holdout,
+              "freeze_encoder": args.freeze_encoder, "seed": args.seed, "device": args.device}
     for key in ("epochs", "input_size", "batch_size"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)

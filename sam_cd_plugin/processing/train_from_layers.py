@@ -8,6 +8,7 @@ The written checkpoint is listed in the dock's checkpoint table (:func:`.options
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExpression,
     QgsProcessingParameterFeatureSource,
@@ -65,6 +67,8 @@ class TrainFromLayersAlgorithm(SamCdAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     SAMPLES = "SAMPLES"
     HOLDOUT = "HOLDOUT"
+    LR = "LR"
+    FREEZE_ENCODER = "FREEZE_ENCODER"
     OUTPUT = "OUTPUT"
     DEVICE_USED = "DEVICE_USED"
     VAL_F1 = "VAL_F1"
@@ -146,6 +150,10 @@ class TrainFromLayersAlgorithm(SamCdAlgorithm):
                                          defaultValue=64, minValue=1),
             QgsProcessingParameterNumber(self.HOLDOUT, self.tr("Held-out share of the reviewed pixels"),
                                          type=NUMBER_DOUBLE, defaultValue=0.2, minValue=0.05, maxValue=0.5),
+            QgsProcessingParameterNumber(self.LR, self.tr("Learning rate (empty: 2e-4 fine-tuning, 1e-3 from encoder weights)"),
+                                         type=NUMBER_DOUBLE, optional=True, minValue=0.0, maxValue=1.0),
+            QgsProcessingParameterBoolean(self.FREEZE_ENCODER, self.tr("Train the decoder only (quicker on a CPU)"),
+                                          defaultValue=False),
         ]
         for param in advanced:
             param.setFlags(param.flags() | FLAG_ADVANCED)
@@ -178,20 +186,26 @@ class TrainFromLayersAlgorithm(SamCdAlgorithm):
                 raise QgsProcessingException(f"{what}: invalid filter expression {expression!r} "
                                              f"({request.filterExpression().parserErrorString()}).")
             request.setExpressionContext(self.createExpressionContext(parameters, context, source))
-        path = QgsProcessingUtils.generateTempFilename(f"{name.lower()}.gpkg")
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", source.sourceName()).strip("_") or name.lower()
+        path = QgsProcessingUtils.generateTempFilename(f"{stem}.gpkg")  # named like the layer in messages
         options = QgsVectorFileWriter.SaveVectorOptions()
         options.driverName, options.layerName = "GPKG", name.lower()
         writer = QgsVectorFileWriter.create(path, QgsFields(), source.wkbType(), source.sourceCrs(),
                                             context.transformContext(), options)
         if writer.hasError():
             raise QgsProcessingException(f"{what}: cannot write {path} ({writer.errorMessage()}).")
+        count = 0
         for feature in source.getFeatures(request):
             if feedback.isCanceled():
-                break
+                raise QgsProcessingException("Cancelled by the user; no checkpoint was written.")
             copy = QgsFeature(QgsFields())
             copy.setGeometry(feature.geometry())
             writer.addFeature(copy)
+            count += 1
         del writer
+        if expression and not count:
+            raise QgsProcessingException(f"{what}: no feature of '{source.sourceName()}' matches the filter "
+                                         f"{expression!r}.")
         return path, source.sourceName()
 
     def processAlgorithm(  # noqa: N802
@@ -224,6 +238,8 @@ class TrainFromLayersAlgorithm(SamCdAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             samples_per_epoch=self.parameterAsInt(parameters, self.SAMPLES, context),
             holdout=self.parameterAsDouble(parameters, self.HOLDOUT, context),
+            lr=self.parameterAsDouble(parameters, self.LR, context) or None,
+            freeze_encoder=self.parameterAsBoolean(parameters, self.FREEZE_ENCODER, context),
             device=device,
         )
         result = self.run_engine("train_area", AreaTrainRequest(config), feedback)
