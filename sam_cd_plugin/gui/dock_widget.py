@@ -29,6 +29,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QItemSelectionModel, Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
@@ -603,11 +604,10 @@ class SamCdDockWidget(QgsDockWidget):
         the table is re-read when the dialog is closed, so the new checkpoint shows up."""
         self.settings.checkpoint_folder().mkdir(parents=True, exist_ok=True)
         dialog = self._open_dialog(TRAIN_AREA_ALGORITHM, self.build_train_parameters())
-        if dialog is not None:
-            dialog.finished.connect(lambda _result: self.refresh_checkpoints())
-            finished = getattr(dialog, "algorithmFinished", None)
-            if finished is not None:
-                finished.connect(lambda *_args: self.refresh_checkpoints())
+        if dialog is not None:  # Processing's AlgorithmDialog shadows QDialog.finished with a method
+            signals = [dialog.accepted, dialog.rejected, getattr(dialog, "algorithmFinished", None)]
+            for signal in filter(None, signals):
+                signal.connect(lambda *_args: self.refresh_checkpoints())
 
     def _open_dialog(self, algorithm: str, params: dict[str, Any]):  # type: ignore[no-untyped-def]
         """Show ``algorithm``'s Processing dialog prefilled with ``params`` (one such dialog at a
@@ -630,10 +630,10 @@ class SamCdDockWidget(QgsDockWidget):
         return dialog
 
     def close_advanced_dialog(self) -> None:
-        if self.advanced_dialog is not None:
-            self.advanced_dialog.close()
-            self.advanced_dialog.deleteLater()
-            self.advanced_dialog = None
+        dialog, self.advanced_dialog = self.advanced_dialog, None
+        if dialog is not None and not sip.isdeleted(dialog):  # Processing dialogs delete themselves on close
+            dialog.close()
+            dialog.deleteLater()
 
     # -- teardown --------------------------------------------------------------------------------
     def shutdown(self) -> None:

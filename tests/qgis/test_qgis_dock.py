@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from pytest_qgis.utils import process_events, wait_until
-from qgis.core import Qgis, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt, QTimer, QUrl
 
 from sam_cd_plugin.gui import weights_download
@@ -18,7 +18,7 @@ from sam_cd_plugin.gui.dock_widget import SamCdDockWidget
 from sam_cd_plugin.gui.settings import SamCdSettings, weights_dir
 from sam_cd_plugin.gui.weights_download import WeightsDownload, official_weights
 from sam_cd_plugin.paths import default_checkpoint
-from samcd_qgis_helpers import checkpoint_with_meta, settle, upscaled_copy
+from samcd_qgis_helpers import checkpoint_with_meta, polygonise_label, settle, upscaled_copy
 
 pytestmark = pytest.mark.usefixtures("sam_cd_provider")
 
@@ -340,10 +340,14 @@ def test_advanced_opens_the_prefilled_processing_dialog(make_dock, iface_browser
 
 
 def test_train_on_this_area_opens_the_prefilled_dialog_and_lists_the_result(
-        make_dock, iface_browser, project, norcia, tiny_checkpoint, clean_samcd_settings) -> None:
+        make_dock, iface_browser, project, norcia, tiny_checkpoint, clean_samcd_settings, tmp_path) -> None:
     """"Train on this area…": the dialog starts from the dock's layers and selected checkpoint and writes
     into the checkpoint folder; once it is closed, the trained checkpoint is a row of the table."""
     checkpoint_with_meta(tiny_checkpoint, clean_samcd_settings / "tiny.pt")
+    changes = QgsVectorLayer(str(polygonise_label(norcia.label, tmp_path / "changes.gpkg")), "my changes")
+    assert changes.isValid()
+    project.addMapLayer(changes)
+    del changes
     before_id = add_raster(project, norcia.before, "before")
     after_id = add_raster(project, norcia.after, "after")
     dock = make_dock()
