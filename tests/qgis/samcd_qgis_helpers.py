@@ -181,7 +181,7 @@ def polygonise_label(label: Path, out: Path, epsg: int | None = None) -> Path:
     layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
     band = mask.GetRasterBand(1)
     gdal.Polygonize(band, band, layer, 0)
-    vds = src = mask = None
+    band = layer = vds = src = mask = None  # GDAL objects must not outlive their dataset
     if epsg:
         gdal.VectorTranslate(str(out), str(native), dstSRS=f"EPSG:{epsg}", format="GPKG")
     return out
@@ -198,7 +198,7 @@ def vector_file(out: Path, crs_wkt: str, wkts: list[str], geom_type: int | None 
         feature = ogr.Feature(layer.GetLayerDefn())
         feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
         layer.CreateFeature(feature)
-    vds = None
+    feature = layer = vds = None
     return out
 
 

@@ -1,0 +1,64 @@
+"""``python -m sam_cd_plugin train --before … --after … --changes …``: training on one area from a shell."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr, osr
+
+from sam_cd_plugin.cli import main
+from sam_cd_plugin.models.checkpoint import read_metadata
+
+gdal.UseExceptions()
+TINY = ["--device", "cpu", "--epochs", "1", "--input-size", "64", "--freeze-encoder"]
+
+
+@pytest.fixture
+def taizhou(shared_data: Path, tmp_path: Path) -> Path:
+    """The Taizhou pair (UTM) with its reference changes digitised as polygons, in tmp_path."""
+    for name in ("before.tif", "after.tif", "label_change.tif"):
+        shutil.copyfile(shared_data / "geotiff" / "taizhou" / name, tmp_path / name)
+    src = gdal.Open(str(tmp_path / "label_change.tif"))
+    mask = gdal.GetDriverByName("MEM").Create("", src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
+    mask.SetGeoTransform(src.GetGeoTransform())
+    mask.GetRasterBand(1).WriteArray((src.GetRasterBand(1).ReadAsArray() > 0).astype(np.uint8))
+    vds = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "changes.gpkg"))
+    layer = vds.CreateLayer("changes", srs=osr.SpatialReference(wkt=src.GetProjection()), geom_type=ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    gdal.Polygonize(mask.GetRasterBand(1), mask.GetRasterBand(1), layer, 0)
+    layer = vds = src = mask = None  # layer first: GDAL objects must not outlive their dataset
+    return tmp_path
+
+
+def test_train_on_an_area_writes_a_checkpoint_beside_the_polygons(taizhou: Path, capsys) -> None:
+    code = main(["train", "--before", str(taizhou / "before.tif"), "--after", str(taizhou / "after.tif"),
+                 "--changes", str(taizhou / "changes.gpkg"), "--name", "Taizhou", *TINY])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "hold-out F1" in printed and "threshold baseline" in printed
+    meta = read_metadata(taizhou / "changes_model.pt")  # the default output
+    assert meta["training"]["data"] == ["area: Taizhou"] and meta["training"]["area"]["crs"] == "EPSG:32651"
+    assert set(meta["metrics"]) >= {"val", "val_threshold_baseline"}
+
+
+def test_area_arguments_are_checked(taizhou: Path, capsys) -> None:
+    assert main(["train", "--before", str(taizhou / "before.tif"), "--changes", str(taizhou / "changes.gpkg")]) == 2
+    assert "needs --before, --after and --changes" in capsys.readouterr().err
+    assert main(["train", "--data", str(taizhou), "--before", str(taizhou / "before.tif"),
+                 "--after", str(taizhou / "after.tif"), "--changes", str(taizhou / "changes.gpkg")]) == 2
+    assert "not both" in capsys.readouterr().err
+    points = taizhou / "points.gpkg"
+    vds = ogr.GetDriverByName("GPKG").CreateDataSource(str(points))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32651)
+    layer = vds.CreateLayer("p", srs=srs, geom_type=ogr.wkbPoint)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkt("POINT(205000 3600000)"))
+    layer.CreateFeature(feature)
+    feature = layer = vds = None
+    assert main(["train", "--before", str(taizhou / "before.tif"), "--after", str(taizhou / "after.tif"),
+                 "--changes", str(points), *TINY]) == 2
+    assert "draw polygons" in capsys.readouterr().err
+    assert not (taizhou / "points_model.pt").exists()
