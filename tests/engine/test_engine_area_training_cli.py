@@ -1,7 +1,10 @@
 """``python -m sam_cd_plugin train --before … --after … --changes …``: training on one area from a shell."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ from sam_cd_plugin.cli import main
 from sam_cd_plugin.models.checkpoint import read_metadata
 
 gdal.UseExceptions()
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--device", "cpu", "--epochs", "1", "--input-size", "64", "--freeze-encoder"]
 
 
@@ -32,11 +36,14 @@ def taizhou(shared_data: Path, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_train_on_an_area_writes_a_checkpoint_beside_the_polygons(taizhou: Path, capsys) -> None:
-    code = main(["train", "--before", str(taizhou / "before.tif"), "--after", str(taizhou / "after.tif"),
-                 "--changes", str(taizhou / "changes.gpkg"), "--name", "Taizhou", *TINY])
-    assert code == 0
-    printed = capsys.readouterr().out
+def test_train_on_an_area_writes_a_checkpoint_beside_the_polygons(taizhou: Path) -> None:
+    """The user's shell command (a separate process, as typed)."""
+    done = subprocess.run([sys.executable, "-m", "sam_cd_plugin", "train", "--before", str(taizhou / "before.tif"),
+                           "--after", str(taizhou / "after.tif"), "--changes", str(taizhou / "changes.gpkg"),
+                           "--name", "Taizhou", *TINY], capture_output=True, text=True, timeout=900,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = done.stdout
     assert "hold-out F1" in printed and "threshold baseline" in printed
     meta = read_metadata(taizhou / "changes_model.pt")  # the default output
     assert meta["training"]["data"] == ["area: Taizhou"] and meta["training"]["area"]["crs"] == "EPSG:32651"
