@@ -208,3 +208,39 @@ def test_qgis_process_trains_on_the_area(plugin_dir, rio, rio_changes, tmp_path)
     assert results["VAL_F1"] == pytest.approx(meta["metrics"]["val"]["f1"])
     assert meta["metrics"]["val_threshold_baseline"]["f1"] == pytest.approx(baseline, abs=0.01)
     assert meta["training"]["area"]["name"] == "rio_changes" and len(meta["training"]["history"]) == 3
+
+
+def test_model_designer_chains_a_feature_filter_and_training(rio, rio_changes, tmp_path) -> None:
+    """A graphical model: Extract by expression (the changes worth learning) → Train on this area."""
+    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
+                           QgsProcessingModelChildParameterSource as Source, QgsProcessingModelOutput,
+                           QgsProcessingModelParameter, QgsProcessingParameterRasterLayer,
+                           QgsProcessingParameterVectorLayer)
+
+    model = QgsProcessingModelAlgorithm("train my area", "tests")
+    for parameter in (QgsProcessingParameterRasterLayer("before", "Before"),
+                      QgsProcessingParameterRasterLayer("after", "After"),
+                      QgsProcessingParameterVectorLayer("changes", "Changes")):
+        model.addModelParameter(parameter, QgsProcessingModelParameter(parameter.name()))
+    select = QgsProcessingModelChildAlgorithm("native:extractbyexpression")
+    select.setChildId("select")
+    select.addParameterSources("INPUT", [Source.fromModelParameter("changes")])
+    select.addParameterSources("EXPRESSION", [Source.fromStaticValue("$area > 0")])
+    select.addParameterSources("OUTPUT", [Source.fromStaticValue("TEMPORARY_OUTPUT")])
+    train = QgsProcessingModelChildAlgorithm(ALGORITHM)
+    train.setChildId("train")
+    train.addParameterSources("BEFORE", [Source.fromModelParameter("before")])
+    train.addParameterSources("AFTER", [Source.fromModelParameter("after")])
+    train.addParameterSources("CHANGES", [Source.fromChildOutput("select", "OUTPUT")])
+    for name, value in ONE_STEP.items():
+        train.addParameterSources(name, [Source.fromStaticValue(value)])
+    output = QgsProcessingModelOutput("checkpoint")
+    output.setChildOutputName("OUTPUT")
+    train.setModelOutputs({"checkpoint": output})
+    model.addChildAlgorithm(select)
+    model.addChildAlgorithm(train)
+    out = tmp_path / "from_model.pt"
+    results = processing.run(model, {"before": str(rio.before), "after": str(rio.after),
+                                      "changes": str(rio_changes), "train:checkpoint": str(out)})
+    assert Path(results["train:checkpoint"]) == out
+    assert read_metadata(out)["training"]["area"]["change_pixels"] > 8000
