@@ -69,3 +69,25 @@ def test_area_arguments_are_checked(taizhou: Path, capsys) -> None:
                  "--changes", str(points), *TINY]) == 2
     assert "draw polygons" in capsys.readouterr().err
     assert not (taizhou / "points_model.pt").exists()
+
+
+def test_the_engine_worker_trains_on_an_area_and_cancels_without_output(taizhou: Path) -> None:
+    """The same request through the worker transport (another process): progress arrives, and a
+    cancel after the first batch leaves no checkpoint."""
+    from sam_cd_plugin.core.errors import CancelledError
+    from sam_cd_plugin.engine.client import WorkerEngine
+    from sam_cd_plugin.engine.requests import AreaTrainRequest
+
+    out = taizhou / "worker.pt"
+    request = AreaTrainRequest({"before": str(taizhou / "before.tif"), "after": str(taizhou / "after.tif"),
+                                "changes": str(taizhou / "changes.gpkg"), "out": str(out), "device": "cpu",
+                                "epochs": 2, "freeze_encoder": True})
+    progress: list[float] = []
+    engine = WorkerEngine(Path(sys.executable))
+    try:
+        with pytest.raises(CancelledError, match="no checkpoint was written"):
+            engine.train_area(request, progress=progress.append, is_cancelled=lambda: bool(progress))
+    finally:
+        engine.close()
+    assert progress and 0 < progress[0] < 100
+    assert not list(taizhou.glob("worker.pt*")) and not list(taizhou.glob(".worker.pt*"))
