@@ -159,11 +159,15 @@ class _Area:
 
 
 def _crs_name(wkt: str) -> str:
+    """``AUTHORITY:CODE`` of ``wkt`` when it has one, else the WKT itself ("" without a CRS)."""
     if not wkt:
         return ""
     srs = osr.SpatialReference()
     srs.ImportFromWkt(wkt)
-    srs.AutoIdentifyEPSG()
+    try:
+        srs.AutoIdentifyEPSG()
+    except RuntimeError:  # no EPSG equivalent: keep the WKT
+        return wkt
     code, authority = srs.GetAuthorityCode(None), srs.GetAuthorityName(None)
     return f"{authority}:{code}" if code and authority else wkt
 
