@@ -47,7 +47,7 @@ from .training import poly_lr, recalibrate_batchnorm
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AreaTrainConfig", "AreaTrainResult", "train_area"]
+__all__ = ["AreaTrainConfig", "AreaTrainResult", "threshold_baseline", "train_area"]
 
 #: Training crops are drawn from positions on this pixel stride.
 CROP_STRIDE = 4
@@ -430,7 +430,7 @@ def _metadata(config: AreaTrainConfig, base: dict, area: _Area, block: int, star
         "settings": settings, "seconds": round(seconds, 1), "torch": torch.__version__,
         "machine": platform.machine(),
     }
-    meta["metrics"] = {"val": {**val.as_dict(), "epoch": best_epoch, "split": "hold-out blocks of the area"},
+    meta["metrics"] = {"val": {**val.as_dict(), "epoch": best_epoch, "split": "hold-out blocks of the area (which also picked the epoch)"},
                        "train_area": fit.as_dict()}
     meta["sam_cd_version"] = __version__
     meta["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
