@@ -19,6 +19,14 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = ["--device", "cpu", "--epochs", "1", "--input-size", "64", "--freeze-encoder"]
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m sam_cd_plugin ARGS`` as a user types it, in its own process (runs that reach the
+    engine are kept out of the test process: in a session that also ran QGIS tests, an in-process
+    run crashed the interpreter's final garbage collection)."""
+    return subprocess.run([sys.executable, "-m", "sam_cd_plugin", *args], capture_output=True, text=True,
+                          timeout=900, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
 @pytest.fixture
 def taizhou(shared_data: Path, tmp_path: Path) -> Path:
     """The Taizhou pair (UTM) with its reference changes digitised as polygons, in tmp_path."""
@@ -38,10 +46,8 @@ def taizhou(shared_data: Path, tmp_path: Path) -> Path:
 
 def test_train_on_an_area_writes_a_checkpoint_beside_the_polygons(taizhou: Path) -> None:
     """The user's shell command (a separate process, as typed)."""
-    done = subprocess.run([sys.executable, "-m", "sam_cd_plugin", "train", "--before", str(taizhou / "before.tif"),
-                           "--after", str(taizhou / "after.tif"), "--changes", str(taizhou / "changes.gpkg"),
-                           "--name", "Taizhou", *TINY], capture_output=True, text=True, timeout=900,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = run_cli("train", "--before", str(taizhou / "before.tif"), "--after", str(taizhou / "after.tif"),
+                   "--changes", str(taizhou / "changes.gpkg"), "--name", "Taizhou", *TINY)
     assert done.returncode == 0, done.stderr[-3000:]
     printed = done.stdout
     assert "hold-out F1" in printed and "threshold baseline" in printed
@@ -65,9 +71,9 @@ def test_area_arguments_are_checked(taizhou: Path, capsys) -> None:
     feature.SetGeometry(ogr.CreateGeometryFromWkt("POINT(205000 3600000)"))
     layer.CreateFeature(feature)
     feature = layer = vds = None
-    assert main(["train", "--before", str(taizhou / "before.tif"), "--after", str(taizhou / "after.tif"),
-                 "--changes", str(points), *TINY]) == 2
-    assert "draw polygons" in capsys.readouterr().err
+    done = run_cli("train", "--before", str(taizhou / "before.tif"), "--after", str(taizhou / "after.tif"),
+                   "--changes", str(points), *TINY)
+    assert done.returncode == 2 and "draw polygons" in done.stderr
     assert not (taizhou / "points_model.pt").exists()
 
 
