@@ -1,10 +1,13 @@
-"""``train``: a checkpoint (or one per δ with ``--delta-sweep``) from change-detection datasets."""
+"""``train``: a checkpoint (or one per δ with ``--delta-sweep``) from change-detection datasets, or,
+with ``--before/--after/--changes``, a checkpoint fine-tuned on one area digitised by the user."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from ..core.errors import InputError
 from ..engine.recipes import AUGMENTS, LOSSES, SCHEDULES
+from ..engine.requests import jsonable
 from .arguments import DEVICES
 
 
@@ -16,10 +19,23 @@ def deltas(text: str) -> list[float]:
 
 
 def add_parser(sub) -> None:
-    t = sub.add_parser("train", help="train a checkpoint on change-detection dataset folders",
-                       description="Layouts: DATA/{A,B,label}; DATA/{train,val,test}/{A,B,label}; "
-                                   "DATA/{A,B,label} + DATA/list/{train,val,test}.txt.")
-    t.add_argument("--data", type=Path, action="append", required=True, help="dataset folder (repeatable)")
+    t = sub.add_parser("train", help="train a checkpoint on dataset folders, or on one area of two rasters",
+                       description="Dataset folders (--data): DATA/{A,B,label}; DATA/{train,val,test}/{A,B,label}; "
+                                   "DATA/{A,B,label} + DATA/list/{train,val,test}.txt. One area (--before, "
+                                   "--after, --changes [--reviewed]): fine-tunes a checkpoint (default: the "
+                                   "bundled one) on polygons of change, scored on held-out blocks.")
+    t.add_argument("--data", type=Path, action="append", default=None, help="dataset folder (repeatable)")
+    area = t.add_argument_group("one area (instead of --data)")
+    area.add_argument("--before", type=Path, help="before raster")
+    area.add_argument("--after", type=Path, help="after raster")
+    area.add_argument("--changes", type=Path, help="polygons of change (any OGR format and CRS)")
+    area.add_argument("--where", default=None, help="OGR attribute filter on the change polygons, e.g. \"class = 'built'\"")
+    area.add_argument("--reviewed", type=Path, default=None,
+                      help="polygons of the reviewed areas (default: bounding box of the changes + margin)")
+    area.add_argument("--name", default="", help="area name stored in the checkpoint (default: the changes file's name)")
+    area.add_argument("--checkpoint", default="bundled",
+                      help="checkpoint to fine-tune (default: bundled); ignored with --encoder-weights")
+    area.add_argument("--holdout", type=float, default=0.2, help="held-out share of the reviewed pixels")
     t.add_argument("--split", choices=("train", "val", "test"), default=None,
                    help="training split (default: train for split/list layouts, all pairs of a flat folder)")
     t.add_argument("--include", action="append", default=[], help="only pairs whose name matches this glob")
@@ -27,10 +43,12 @@ def add_parser(sub) -> None:
                    help="validation split, scored every epoch (default: val when the dataset has one)")
     t.add_argument("--val-include", action="append", default=[],
                    help="validation pairs by name glob (repeatable); best-on-validation is kept")
-    t.add_argument("--out", type=Path, required=True,
-                   help="checkpoint; with --delta-sweep, <stem>_delta<δ>.pt beside it")
+    t.add_argument("--out", type=Path, default=None,
+                   help="checkpoint; with --delta-sweep, <stem>_delta<δ>.pt beside it "
+                        "(one area: default <changes>_model.pt beside the change polygons)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run (<out>.resume)")
-    t.add_argument("--method", default="sam-cem-cd", choices=("sam-cem-cd", "sam2-cd", "sam-cd"))
+    t.add_argument("--method", default=None, choices=("sam-cem-cd", "sam2-cd", "sam-cd"),
+                   help="default: sam-cem-cd (one area: the start checkpoint's)")
     t.add_argument("--encoder", default=None,
                    help="default: the method's (sam-cem-cd: fastsam-s, sam2-cd: sam2-s, sam-cd: sam2-t)")
     t.add_argument("--encoder-weights", type=Path, default=None, help="official weights, e.g. FastSAM-s.pt")
@@ -43,10 +61,10 @@ def add_parser(sub) -> None:
     t.add_argument("--delta", type=float, default=0.3, help="CEM drop ratio δ")
     t.add_argument("--delta-sweep", type=deltas, default=None, metavar="D1,D2,...",
                    help="train one checkpoint per δ, e.g. 0.2,0.3,0.4,0.5,0.6")
-    t.add_argument("--input-size", type=int, default=256)
-    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--input-size", type=int, default=None, help="crop size (default: 256; one area: 64)")
+    t.add_argument("--epochs", type=int, default=None, help="default: 20 (one area: 10)")
     t.add_argument("--samples-per-pair", type=int, default=4)
-    t.add_argument("--batch-size", type=int, default=4)
+    t.add_argument("--batch-size", type=int, default=None, help="default: 4 (one area: 8)")
     recipe = "default: the method's recipe (sam-cem-cd/sam-cd: {}, sam2-cd: {})"
     t.add_argument("--optimizer", default=None, choices=("sgd", "adamw"),
                    help=recipe.format("sgd", "adamw"))
@@ -71,9 +89,49 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    area = (args.before, args.after, args.changes)
+    if args.data and any(area):
+        raise InputError("Give either --data (dataset folders) or --before/--after/--changes (one area), not both.")
+    if any(area):
+        if not all(area):
+            raise InputError("Training on one area needs --before, --after and --changes.")
+        return run_area(args)
+    if not args.data:
+        raise InputError("Give --data DATASET_FOLDER, or --before/--after/--changes for one area.")
+    if args.out is None:
+        raise InputError("Training on dataset folders needs --out CHECKPOINT.pt.")
+    return run_datasets(args)
+
+
+def run_area(args: argparse.Namespace) -> int:
+    """Train on one area through the engine; print the hold-out scores beside the threshold baseline."""
+    from ..engine.service import AreaTrainRequest, get_engine
+    from .progress import engine_log, progress_bar
+
+    out = args.out or args.changes.with_name(f"{args.changes.stem}_model.pt")
+    config = {"before": args.before, "after": args.after, "changes": args.changes, "out": out,
+              "where": args.where, "reviewed": args.reviewed, "name": args.name, "checkpoint": args.checkpoint,
+              "encoder_weights": args.encoder_weights, "method": args.method, "encoder": args.encoder,
+              "delta": args.delta, "lr": args.lr, "holdout": args.holdout,
+              "freeze_encoder": args.freeze_encoder, "seed": args.seed, "device": args.device}
+    for key in ("epochs", "input_size", "batch_size"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    engine = get_engine()
+    with progress_bar("training") as progress:
+        result = engine.train_area(AreaTrainRequest(jsonable(config)), progress=progress,
+                                   log=engine_log(engine.transport))
+    metrics = result["metadata"]["metrics"]
+    val, base = metrics["val"], metrics["val_threshold_baseline"]
+    print(f"checkpoint: {result['path']}")
+    print(f"hold-out F1 {val['f1']:.4f} IoU {val['iou']:.4f}; |before − after| threshold baseline "
+          f"F1 {base['f1']:.4f} (threshold {base['threshold']:g})")
+    return 0
+
+
+def run_datasets(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from ..engine.requests import jsonable
     from ..engine.service import TrainRequest, get_engine
     from ..engine.training import TrainConfig, sweep_configs
     from ..engine.evaluation import format_table
@@ -81,14 +139,15 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         data=args.data, out=args.out, include=args.include, split=args.split,
-        val_split=args.val_split, val_include=args.val_include, method=args.method,
+        val_split=args.val_split, val_include=args.val_include,
+        method=args.method or "sam-cem-cd",
         encoder=args.encoder, encoder_weights=args.encoder_weights,
         freeze_encoder=args.freeze_encoder,
         prompts=[p.strip() for p in args.prompts.split(",") if p.strip()],
         clip_weights=args.clip_weights, clip_model=args.clip_model,
         mask_generator=args.mask_generator, mask_generator_weights=args.mask_generator_weights,
-        delta=args.delta, input_size=args.input_size, epochs=args.epochs,
-        samples_per_pair=args.samples_per_pair, batch_size=args.batch_size,
+        delta=args.delta, input_size=args.input_size or 256, epochs=args.epochs or 20,
+        samples_per_pair=args.samples_per_pair, batch_size=args.batch_size or 4,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         poly_power=args.poly_power, schedule=args.schedule, loss=args.loss,
         augment=args.augment, amp=args.amp, workers=args.workers, seed=args.seed,

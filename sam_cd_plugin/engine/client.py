@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = ["WorkerEngine"]
 
 PLUGIN_PARENT = Path(__file__).absolute().parents[2]
-RUNS = ("detect", "evaluate", "train")
+RUNS = ("detect", "evaluate", "train", "train_area")
 START_TIMEOUT_S = float(os.environ.get("SAM_CD_ENGINE_START_S", "120"))
 CANCEL_GRACE_S = float(os.environ.get("SAM_CD_ENGINE_CANCEL_GRACE_S", "10"))
 LOG_TAIL_LINES = 20

@@ -11,7 +11,7 @@ from typing import Any
 
 from .options import DetectionOptions
 
-__all__ = ["DetectRequest", "EvaluateRequest", "TrainRequest", "jsonable"]
+__all__ = ["AreaTrainRequest", "DetectRequest", "EvaluateRequest", "TrainRequest", "jsonable"]
 
 
 def jsonable(value: Any) -> Any:
@@ -104,4 +104,19 @@ class TrainRequest:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainRequest":
+        return cls(**data)
+
+
+@dataclass
+class AreaTrainRequest:
+    """Training on one area: ``config`` holds the fields of
+    ``engine.area_training.AreaTrainConfig`` (paths as strings)."""
+
+    config: dict
+
+    def to_dict(self) -> dict:
+        return jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AreaTrainRequest":
         return cls(**data)

@@ -19,7 +19,7 @@ import contextlib
 from ..core.errors import SamCdError
 from ..paths import resolve_checkpoint
 from .failures import user_error
-from .requests import DetectRequest, EvaluateRequest, TrainRequest, jsonable
+from .requests import AreaTrainRequest, DetectRequest, EvaluateRequest, TrainRequest, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,11 @@ LogFn = Callable[[str, str], None]
 
 #: method -> what the user reads "... failed" about
 ACTIONS = {"detect": "Change detection", "evaluate": "Evaluation", "train": "Training",
+           "train_area": "Training on the area",
            "checkpoint_metadata": "Reading the checkpoint", "describe_device": "Probing the device",
            "check_weights": "Checking the weights file", "stats": "Engine statistics",
            "free_models": "Freeing the models"}
-RUNS = ("detect", "evaluate", "train")
+RUNS = ("detect", "evaluate", "train", "train_area")
 CLIP_KEY = "clip-vit-b-32"
 MAX_MODELS = 2
 
@@ -182,6 +183,13 @@ class EngineSession:
         path = train(config, progress=report, is_cancelled=is_cancelled)
         metadata = self._score_after_training(config, path, request.eval_include, sink)
         return jsonable({"path": str(path), "device": used, "metadata": metadata})
+
+    def train_area(self, request: AreaTrainRequest, progress: ProgressFn, is_cancelled: CancelFn,
+                   sink: LogFn) -> dict:
+        from .area_training import AreaTrainConfig, train_area
+
+        result = train_area(AreaTrainConfig(**request.config), progress=progress, is_cancelled=is_cancelled)
+        return jsonable({"path": str(result.path), "device": result.device, "metadata": result.metadata})
 
     def _score_after_training(self, config, out: Path, eval_include: list[str] | None,
                               sink: LogFn) -> dict:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core.errors import DependencyError, InputError, SamCdError
-from .requests import DetectRequest, EvaluateRequest, TrainRequest
+from .requests import AreaTrainRequest, DetectRequest, EvaluateRequest, TrainRequest
 
-__all__ = ["DetectRequest", "Engine", "EvaluateRequest", "InProcessEngine", "TRANSPORTS",
+__all__ = ["AreaTrainRequest", "DetectRequest", "Engine", "EvaluateRequest", "InProcessEngine", "TRANSPORTS",
            "TrainRequest", "chosen_transport", "engine_python", "get_engine", "set_transport_setting",
            "shutdown_engine"]
 
@@ -60,6 +60,12 @@ class Engine(abc.ABC):
               is_cancelled: CancelFn | None = None, log: LogFn | None = None) -> dict:
         """``{"path", "device", "metadata"}`` of the checkpoint written."""
         return self._call("train", request, progress, is_cancelled, log)
+
+    def train_area(self, request: AreaTrainRequest, progress: ProgressFn | None = None,
+                   is_cancelled: CancelFn | None = None, log: LogFn | None = None) -> dict:
+        """Train on one area (``engine.area_training``): ``{"path", "device", "metadata"}``.
+        Cancel raises ``CancelledError`` and leaves no checkpoint."""
+        return self._call("train_area", request, progress, is_cancelled, log)
 
     def checkpoint_metadata(self, path: str) -> dict:
         """The checkpoint's metadata, or ``{"error": message}``."""

@@ -22,13 +22,14 @@ from .failures import user_error
 from .memory import pin_mmap_threshold
 from .protocol import (Cancel, Error, Hello, Log, Progress, ProtocolError, Request, Result, Shutdown,
                        decode, encode)
-from .requests import DetectRequest, EvaluateRequest, TrainRequest
+from .requests import AreaTrainRequest, DetectRequest, EvaluateRequest, TrainRequest
 from .runner import ACTIONS, RUNS, EngineSession
 
 log = logging.getLogger(__name__)
 
 IDLE_S = float(os.environ.get("SAM_CD_ENGINE_IDLE_S", "600"))
-REQUEST_TYPES = {"detect": DetectRequest, "evaluate": EvaluateRequest, "train": TrainRequest}
+REQUEST_TYPES = {"detect": DetectRequest, "evaluate": EvaluateRequest, "train": TrainRequest,
+                 "train_area": AreaTrainRequest}
 
 
 def payload_of(request: Request) -> Any:

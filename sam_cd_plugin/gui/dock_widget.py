@@ -5,7 +5,9 @@ device line; each may import torch or read a large file) runs in background task
 widgets say "checking…" until the answers arrive. A banner offers to install the engine's
 runtime while it is missing. Detect builds the parameters of ``sam_cd:detectchanges`` and runs that algorithm as a
 background task (:class:`~.detection_task.AlgorithmRun`), so a dock run is exactly a toolbox
-run. "Advanced…" opens the algorithm's Processing dialog prefilled with the same parameters.
+run. "Advanced…" opens the algorithm's Processing dialog prefilled with the same parameters;
+"Train on this area…" opens ``sam_cd:trainfromlayers`` prefilled with the dock's layers, the selected
+checkpoint as the start and an output in the checkpoint folder, and refreshes the table when it ends.
 Every problem ends up in the message bar; nothing here raises into Qt.
 """
 
@@ -27,6 +29,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QItemSelectionModel, Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
@@ -66,11 +69,12 @@ from .runtime_banner import RuntimeBanner
 from .settings import DEVICE_CHOICES, SamCdSettings
 from .weights_panel import WeightsPanel
 
-__all__ = ["DETECT_ALGORITHM", "DOCK_OBJECT_NAME", "SamCdDockWidget", "describe_device_choice"]
+__all__ = ["DETECT_ALGORITHM", "TRAIN_AREA_ALGORITHM", "DOCK_OBJECT_NAME", "SamCdDockWidget", "describe_device_choice"]
 
 LOGGER = logging.getLogger(__name__)
 
 DETECT_ALGORITHM = "sam_cd:detectchanges"
+TRAIN_AREA_ALGORITHM = "sam_cd:trainfromlayers"
 DOCK_OBJECT_NAME = "SamCdDock"
 TITLE = "SAM change detection"
 PROMPTS_DISABLED_TIP = (
@@ -232,7 +236,12 @@ class SamCdDockWidget(QgsDockWidget):
         self.cancel_button = QPushButton("Cancel", body)
         self.cancel_button.setObjectName("cancel")
         self.cancel_button.setEnabled(False)
+        self.train_button = QPushButton("Train on this area…", body)
+        self.train_button.setObjectName("trainArea")
+        self.train_button.setToolTip("Fine-tune the selected checkpoint on change polygons you digitised over "
+                                     "these two rasters (opens the Processing dialog)")
         buttons.addWidget(self.advanced_button)
+        buttons.addWidget(self.train_button)
         buttons.addStretch(1)
         buttons.addWidget(self.detect_button)
         buttons.addWidget(self.cancel_button)
@@ -280,6 +289,7 @@ class SamCdDockWidget(QgsDockWidget):
         self.detect_button.clicked.connect(self.detect)
         self.cancel_button.clicked.connect(self.cancel)
         self.advanced_button.clicked.connect(self.open_advanced_dialog)
+        self.train_button.clicked.connect(self.open_train_dialog)
         self.diagnostics_button.clicked.connect(self.open_diagnostics)
         self.banner.diagnosticsRequested.connect(self.open_diagnostics)
         self.banner.message.connect(lambda text, level: self._message(text, level, 0 if level == Qgis.MessageLevel.Critical else 10))
@@ -544,6 +554,7 @@ class SamCdDockWidget(QgsDockWidget):
     def _set_running(self, running: bool) -> None:
         self.detect_button.setEnabled(not running)
         self.advanced_button.setEnabled(not running)
+        self.train_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.progress_bar.setValue(0)
         self.progress_bar.setVisible(running)
@@ -570,27 +581,59 @@ class SamCdDockWidget(QgsDockWidget):
             params = self.build_parameters()
         except ValueError:
             params = {}  # the dialog lets the user fill in what is missing
+        self._open_dialog(DETECT_ALGORITHM, params)
+
+    def build_train_parameters(self) -> dict[str, Any]:
+        """Parameters of ``sam_cd:trainfromlayers`` the dock can fill in: its layers, device, the
+        selected checkpoint as the start, and an output file in the checkpoint folder."""
+        before, after = self.before_combo.currentLayer(), self.after_combo.currentLayer()
+        entry = self.selected_entry()
+        stem = f"area_{_safe_name(before.name()) if before else 'before'}_{time.strftime('%Y%m%d_%H%M%S')}"
+        params: dict[str, Any] = {"DEVICE": self.device_combo.currentText(),
+                                  "OUTPUT": str(self.settings.checkpoint_folder() / f"{stem}.pt")}
+        if before is not None:
+            params["BEFORE"] = before.source()
+        if after is not None:
+            params["AFTER"] = after.source()
+        if entry is not None and entry.ok:
+            params["CHECKPOINT"] = "bundled" if entry.source == "bundled" else str(entry.path)
+        return params
+
+    def open_train_dialog(self) -> None:
+        """Open the dialog of ``sam_cd:trainfromlayers`` prefilled (slot of "Train on this area…");
+        the table is re-read when the dialog is closed, so the new checkpoint shows up."""
+        self.settings.checkpoint_folder().mkdir(parents=True, exist_ok=True)
+        dialog = self._open_dialog(TRAIN_AREA_ALGORITHM, self.build_train_parameters())
+        if dialog is not None:  # Processing's AlgorithmDialog shadows QDialog.finished with a method
+            signals = [dialog.accepted, dialog.rejected, getattr(dialog, "algorithmFinished", None)]
+            for signal in filter(None, signals):
+                signal.connect(lambda *_args: self.refresh_checkpoints())
+
+    def _open_dialog(self, algorithm: str, params: dict[str, Any]):  # type: ignore[no-untyped-def]
+        """Show ``algorithm``'s Processing dialog prefilled with ``params`` (one such dialog at a
+        time); None, with a message, when it cannot be opened."""
         try:
             import processing
 
-            dialog = processing.createAlgorithmDialog(DETECT_ALGORITHM, params)
+            dialog = processing.createAlgorithmDialog(algorithm, params)
         except Exception as exc:  # noqa: BLE001 (a slot must not raise into Qt)
-            LOGGER.exception("Could not open the dialog of %s", DETECT_ALGORITHM)
+            LOGGER.exception("Could not open the dialog of %s", algorithm)
             self._message(f"Could not open the Processing dialog: {exc}", Qgis.MessageLevel.Critical)
-            return
+            return None
         if dialog is None:
-            self._message(f"{DETECT_ALGORITHM} is not available; is the Processing plugin enabled?",
+            self._message(f"{algorithm} is not available; is the Processing plugin enabled?",
                           Qgis.MessageLevel.Critical)
-            return
+            return None
         self.close_advanced_dialog()
         self.advanced_dialog = dialog
         dialog.show()
+        return dialog
 
     def close_advanced_dialog(self) -> None:
-        if self.advanced_dialog is not None:
-            self.advanced_dialog.close()
-            self.advanced_dialog.deleteLater()
-            self.advanced_dialog = None
+        dialog, self.advanced_dialog = self.advanced_dialog, None
+        if dialog is not None and not sip.isdeleted(dialog):  # Processing dialogs delete themselves on close
+            dialog.close()
+            dialog.deleteLater()
 
     # -- teardown --------------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -96,10 +96,10 @@ class SamCdSettings:
 
     def added_checkpoints(self) -> list[str]:
         """Checkpoint files added one by one ("Add checkpoint…"), outside the folders."""
-        return _as_list(self.settings.value(_PREFIX + "added_checkpoints", []))
+        return _as_list(self.settings.value(options.ADDED_CHECKPOINTS, []))
 
     def set_added_checkpoints(self, paths: list[str]) -> None:
-        self.settings.setValue(_PREFIX + "added_checkpoints", list(dict.fromkeys(paths)))
+        self.settings.setValue(options.ADDED_CHECKPOINTS, list(dict.fromkeys(paths)))
 
     def weights_path(self, key: str) -> str:
         """Weights file chosen for encoder ``key`` ('' when none)."""

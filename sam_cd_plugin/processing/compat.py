@@ -13,9 +13,10 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
+    QgsWkbTypes,
 )
 
-__all__ = ["FILE_BEHAVIOR_FILE", "FILE_BEHAVIOR_FOLDER", "FLAG_ADVANCED", "FLAG_OPTIONAL", "NUMBER_DOUBLE",
+__all__ = ["FILE_BEHAVIOR_FILE", "FILE_BEHAVIOR_FOLDER", "FLAG_ADVANCED", "GEOMETRY_POLYGON", "FLAG_OPTIONAL", "NUMBER_DOUBLE",
            "NUMBER_INTEGER", "VECTOR_POLYGON"]
 
 
@@ -35,3 +36,4 @@ FILE_BEHAVIOR_FILE = _scoped("ProcessingFileParameterBehavior", "File", QgsProce
 FILE_BEHAVIOR_FOLDER = _scoped("ProcessingFileParameterBehavior", "Folder", QgsProcessingParameterFile, "Behavior",
                                "Folder")
 VECTOR_POLYGON = _scoped("ProcessingSourceType", "VectorPolygon", QgsProcessing, "SourceType", "TypeVectorPolygon")
+GEOMETRY_POLYGON = _scoped("GeometryType", "Polygon", QgsWkbTypes, "GeometryType", "PolygonGeometry")

@@ -12,6 +12,7 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsSettings
 
 __all__ = [
+    "ADDED_CHECKPOINTS",
     "CHECKPOINT_FOLDER",
     "DEVICE",
     "DEVICE_CHOICES",
@@ -21,6 +22,7 @@ __all__ = [
     "checkpoint_folder",
     "default_checkpoint_folder",
     "default_device",
+    "remember_checkpoint",
     "set_checkpoint_folder",
 ]
 
@@ -31,6 +33,8 @@ ENGINE = "SAM_CD_ENGINE"
 #: auto: the engine worker when an engine runtime is installed, else QGIS's own Python
 ENGINE_CHOICES = ("auto", "worker", "inprocess")
 _PREFIX = "Processing/Configuration/"
+#: QgsSettings key of the checkpoint files the dock's table lists besides its folders.
+ADDED_CHECKPOINTS = "sam_cd/added_checkpoints"
 
 
 def default_checkpoint_folder() -> Path:
@@ -45,6 +49,17 @@ def checkpoint_folder() -> Path:
 
 def set_checkpoint_folder(folder: str | Path) -> None:
     QgsSettings().setValue(_PREFIX + CHECKPOINT_FOLDER, str(folder))
+
+
+def remember_checkpoint(path: str | Path) -> None:
+    """List ``path`` in the dock's checkpoint table (unless it lies in the checkpoint folder)."""
+    path = Path(path)
+    if path.parent.resolve() == checkpoint_folder().resolve():
+        return
+    settings = QgsSettings()
+    added = settings.value(ADDED_CHECKPOINTS, []) or []
+    added = [added] if isinstance(added, str) else list(added)
+    settings.setValue(ADDED_CHECKPOINTS, list(dict.fromkeys([*added, str(path)])))
 
 
 def _selection(name: str, choices: tuple[str, ...]) -> str:

@@ -16,6 +16,7 @@ from ..paths import resource_path
 from .detect_changes import DetectChangesAlgorithm
 from .evaluate_changes import EvaluateChangesAlgorithm
 from .options import engine_transport, register_options, unregister_options
+from .train_from_layers import TrainFromLayersAlgorithm
 from .train_model import TrainModelAlgorithm
 
 __all__ = ["PROVIDER_ID", "SamCdProvider"]
@@ -59,7 +60,8 @@ class SamCdProvider(QgsProcessingProvider):
         return str(svg) if svg.is_file() else super().svgIconPath()
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for algorithm in (DetectChangesAlgorithm(), EvaluateChangesAlgorithm(), TrainModelAlgorithm()):
+        for algorithm in (DetectChangesAlgorithm(), EvaluateChangesAlgorithm(), TrainModelAlgorithm(),
+                          TrainFromLayersAlgorithm()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802

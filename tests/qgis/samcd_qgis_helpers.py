@@ -159,3 +159,48 @@ def settle(dock) -> None:  # type: ignore[no-untyped-def]
 
     assert wait_until(lambda: not dock.checking(), timeout_milliseconds=DOCK_TIMEOUT_MS)
     process_events()
+
+
+# -- additions for training on an area ---------------------------------------------------------------
+
+
+def polygonise_label(label: Path, out: Path, epsg: int | None = None) -> Path:
+    """What a user digitises: the change pixels (> 0) of ``label`` as polygons in a GeoPackage
+    (in the label's CRS, or reprojected to ``epsg``)."""
+    import numpy as np
+    from osgeo import ogr, osr
+
+    src = gdal.Open(str(label))
+    mask = gdal.GetDriverByName("MEM").Create("", src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte)
+    mask.SetGeoTransform(src.GetGeoTransform())
+    mask.SetProjection(src.GetProjection())
+    mask.GetRasterBand(1).WriteArray((src.GetRasterBand(1).ReadAsArray() > 0).astype(np.uint8))
+    native = out.with_name(out.stem + "_native.gpkg") if epsg else out
+    vds = ogr.GetDriverByName("GPKG").CreateDataSource(str(native))
+    layer = vds.CreateLayer("changes", srs=osr.SpatialReference(wkt=src.GetProjection()), geom_type=ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    band = mask.GetRasterBand(1)
+    gdal.Polygonize(band, band, layer, 0)
+    band = layer = vds = src = mask = None  # GDAL objects must not outlive their dataset
+    if epsg:
+        gdal.VectorTranslate(str(out), str(native), dstSRS=f"EPSG:{epsg}", format="GPKG")
+    return out
+
+
+def vector_file(out: Path, crs_wkt: str, wkts: list[str], geom_type: int | None = None) -> Path:
+    """A GeoPackage layer holding the geometries ``wkts`` (polygons unless ``geom_type``)."""
+    from osgeo import ogr, osr
+
+    vds = ogr.GetDriverByName("GPKG").CreateDataSource(str(out))
+    layer = vds.CreateLayer("layer", srs=osr.SpatialReference(wkt=crs_wkt),
+                            geom_type=ogr.wkbPolygon if geom_type is None else geom_type)
+    for wkt in wkts:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    feature = layer = vds = None
+    return out
+
+
+def rectangle(x0: float, y0: float, x1: float, y1: float) -> str:
+    return f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from pytest_qgis.utils import process_events, wait_until
-from qgis.core import Qgis, QgsProject, QgsRasterLayer
+from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import Qt, QTimer, QUrl
 
 from sam_cd_plugin.gui import weights_download
@@ -18,7 +18,7 @@ from sam_cd_plugin.gui.dock_widget import SamCdDockWidget
 from sam_cd_plugin.gui.settings import SamCdSettings, weights_dir
 from sam_cd_plugin.gui.weights_download import WeightsDownload, official_weights
 from sam_cd_plugin.paths import default_checkpoint
-from samcd_qgis_helpers import checkpoint_with_meta, settle, upscaled_copy
+from samcd_qgis_helpers import checkpoint_with_meta, polygonise_label, settle, upscaled_copy
 
 pytestmark = pytest.mark.usefixtures("sam_cd_provider")
 
@@ -336,6 +336,45 @@ def test_advanced_opens_the_prefilled_processing_dialog(make_dock, iface_browser
     assert values["THRESHOLD"] == pytest.approx(0.7)
     assert Path(values["CHECKPOINT"]) == clean_samcd_settings / "tiny.pt"
     del dialog, values
+    dock.close_advanced_dialog()
+
+
+def test_train_on_this_area_opens_the_prefilled_dialog_and_lists_the_result(
+        make_dock, iface_browser, project, norcia, tiny_checkpoint, clean_samcd_settings, tmp_path) -> None:
+    """"Train on this area…": the dialog starts from the dock's layers and selected checkpoint and writes
+    into the checkpoint folder; once it is closed, the trained checkpoint is a row of the table."""
+    checkpoint_with_meta(tiny_checkpoint, clean_samcd_settings / "tiny.pt")
+    changes = QgsVectorLayer(str(polygonise_label(norcia.label, tmp_path / "changes.gpkg")), "my changes")
+    assert changes.isValid()
+    project.addMapLayer(changes)
+    del changes
+    before_id = add_raster(project, norcia.before, "before")
+    after_id = add_raster(project, norcia.after, "after")
+    dock = make_dock()
+    click_row(dock, "tiny.pt")
+    dock.train_button.click()
+    dialog = dock.advanced_dialog
+    assert dialog is not None and dialog.isVisible()
+    assert dialog.algorithm().id() == "sam_cd:trainfromlayers"
+    values = dialog.mainWidget().createProcessingParameters() if hasattr(dialog.mainWidget(), "createProcessingParameters") \
+        else dialog.createProcessingParameters()
+    layer_ids = {key: getattr(values[key], "id", lambda v=values[key]: v)() for key in ("BEFORE", "AFTER")}
+    sources = {key: project.mapLayer(value).source() if project.mapLayer(value) else str(value)
+               for key, value in layer_ids.items()}
+    assert sources == {"BEFORE": project.mapLayer(before_id).source(), "AFTER": project.mapLayer(after_id).source()}
+    assert Path(values["CHECKPOINT"]) == clean_samcd_settings / "tiny.pt"
+    output = Path(values["OUTPUT"])
+    assert output.parent == clean_samcd_settings and output.suffix == ".pt"
+    del values
+    # what the run writes (a real run: tests/qgis/test_qgis_train_area.py), then the user closes the dialog
+    checkpoint_with_meta(tiny_checkpoint, output, training={"data": ["area: my town"]},
+                         metrics={"val": {"f1": 0.61, "iou": 0.44}})
+    dialog.close()
+    del dialog
+    settle(dock)
+    rows = {row["File"]: row for row in table_rows(dock)}
+    assert rows[output.name]["Training data"] == "area: my town"
+    assert rows[output.name]["F1"].startswith("0.61")
     dock.close_advanced_dialog()
 
 

@@ -154,3 +154,25 @@ def test_result_map_screenshot(shared_data: Path, screenshot_dir: Path, tmp_path
     b, g, r = (right[..., k].astype(int) for k in range(3))
     red = (r > 150) & (g < 90) & (b < 90)
     assert 0.01 < red.mean() < 0.6  # the buildings that appeared are marked, the rest is not
+
+
+def test_dock_with_a_freshly_trained_area_model_screenshot(qgis_iface, qgis_new_project, norcia, rio,
+                                                           clean_samcd_settings, screenshot_dir: Path,
+                                                           tmp_path: Path, monkeypatch) -> None:
+    """The table after "Train on this area…": the area model (training data "area: <name>", its
+    hold-out F1) beside the bundled one; written to ``docs/dock_area_model.png``."""
+    from samcd_qgis_helpers import polygonise_label
+
+    monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)
+    changes = polygonise_label(rio.label, tmp_path / "Rio changes.gpkg")
+    trained = clean_samcd_settings / "area_rio.pt"
+    processing.run("sam_cd:trainfromlayers", {
+        "BEFORE": str(rio.before), "AFTER": str(rio.after), "CHANGES": str(changes), "AREA_NAME": "Rio (OSCD)",
+        "DEVICE": "cpu", "EPOCHS": 4, "INPUT_SIZE": 64, "FREEZE_ENCODER": True, "LR": 0.003, "DELTA": 0.5,
+        "OUTPUT": str(trained)})
+
+    def select_area_model(dock) -> None:  # type: ignore[no-untyped-def]
+        assert dock.select_checkpoint(trained)
+        assert dock.selected_entry().training_data == ("area: Rio (OSCD)",)
+
+    grab_dock(qgis_iface, qgis_new_project, norcia, screenshot_dir / "dock_area_model.png", then=select_area_model)

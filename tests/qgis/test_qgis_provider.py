@@ -39,7 +39,7 @@ def test_provider_identity() -> None:
     assert provider is not None
     assert provider.name() == "SAM change detection"
     assert not provider.icon().isNull()
-    assert sorted(a.id() for a in provider.algorithms()) == sorted([ALGORITHM_ID, "sam_cd:evaluate", "sam_cd:train"])
+    assert sorted(a.id() for a in provider.algorithms()) == sorted([ALGORITHM_ID, "sam_cd:evaluate", "sam_cd:train", "sam_cd:trainfromlayers"])
     assert provider.defaultRasterFileExtension() == "tif"
 
 
