@@ -20,6 +20,8 @@ class DetectionOptions:
     scale 0.01, nodata 255). ``polygons_path``: also write change polygons (GeoPackage) of at
     least ``min_area`` map units². ``cog``: write the rasters as Cloud Optimized GeoTIFFs.
     ``dask_scheduler``: run the windows on a Dask distributed cluster (address of its scheduler).
+    ``readers``: GDAL reader threads, each with its own file handles (None: 8 on CUDA, 1 on the
+    CPU); results do not depend on it.
     """
 
     threshold: float = 0.5
@@ -34,6 +36,7 @@ class DetectionOptions:
     min_area: float = 0.0
     cog: bool = False
     dask_scheduler: str | None = None
+    readers: int | None = None
 
     def validate(self, stride: int = STRIDE) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -47,6 +50,8 @@ class DetectionOptions:
             check_overlap(self.overlap, self.tile_size)
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError("Batch size must be at least 1.")
+        if self.readers is not None and self.readers < 1:
+            raise InputError("Reader threads must be at least 1.")
         if self.probability_format not in PROBABILITY_FORMATS:
             raise InputError(f"Probability format '{self.probability_format}' is unknown; use one of "
                              f"{', '.join(PROBABILITY_FORMATS)}.")
