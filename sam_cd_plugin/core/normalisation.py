@@ -166,7 +166,11 @@ def normalise(array: np.ndarray, stats: BandStats) -> np.ndarray:
     if array.shape[0] != len(stats):
         raise ValueError(f"array has {array.shape[0]} bands but stats describe {len(stats)}")
     low, scale = (c.reshape(-1, 1, 1) for c in normalise_coefficients(stats))
-    out = (array.astype(np.float32) - low) * scale
-    np.clip(out, 0.0, 1.0, out=out)
-    np.nan_to_num(out, copy=False, nan=0.0)
+    out = array.astype(np.float32)  # in place from here: a tile is read and normalised per window
+    out -= low
+    out *= scale
+    np.maximum(out, 0.0, out=out)  # clip to [0, 1] (np.clip is several times slower)
+    np.minimum(out, 1.0, out=out)
+    if not np.issubdtype(array.dtype, np.integer):
+        np.nan_to_num(out, copy=False, nan=0.0)
     return out
