@@ -21,8 +21,8 @@ per-raster statistics) and the model sees the same batches (batch size 1) — fl
 the model differ by ~1e-7 between batch compositions and thread counts.
 
 Memory stays bounded by the batch, the read-ahead queues, GDAL's block cache (set for the run
-to a tile row plus a block row of every raster's width per reader, 32–512 MiB, and restored
-afterwards, so overlapping windows decode each block once), one strip of ``tile_size`` rows in the blender, one row band in the
+and restored afterwards: 32 MiB on the CPU; on CUDA a tile row plus a block row of every raster's
+width per reader, up to 512 MiB, so overlapping windows decode each block once), one strip of ``tile_size`` rows in the blender, one row band in the
 writer queue and less than one row of output blocks: nothing grows with the raster's height, the
 strips only with its width.
 Outputs are written under temporary names and renamed only when every output is complete.
@@ -69,7 +69,7 @@ READ_AHEAD = 2
 #: reader threads when ``DetectionOptions.readers`` is None: one feeds a CPU model; a GPU eats
 #: tiles faster than one GDAL reader decodes them
 CUDA_READERS = 8
-#: GDAL block cache during a run: the blocks of a tile row plus a block row per reader, within these
+#: GDAL block cache during a run (:meth:`ChangeDetector._block_cache`) within these
 BLOCK_CACHE_MIN, BLOCK_CACHE_MAX = 32 << 20, 512 << 20
 
 ProgressCallback = Callable[[float], None]
@@ -283,6 +283,15 @@ class ChangeDetector:
             return int(requested)
         return min(CUDA_READERS, os.cpu_count() or 1) if self.device.type == "cuda" else 1
 
+    def _block_cache(self, pair: AlignedPair, batches: list[list[Tile]], readers: int) -> int:
+        """GDAL block cache for a run: on CUDA a tile row plus a block row of every raster's width
+        per reader, so no block is decoded twice; on the CPU (the model is the bottleneck) the
+        floor, so memory does not grow with the raster's width."""
+        if self.device.type != "cuda":
+            return BLOCK_CACHE_MIN
+        tile = batches[0][0].size if batches and batches[0] else 0
+        return min(max(pair.block_bytes(tile) * readers, BLOCK_CACHE_MIN), BLOCK_CACHE_MAX)
+
     def _local_results(self, pair: AlignedPair, batches: list[list[Tile]], batch_size: int,
                        readers: int) -> Iterator[PredictedBatch]:
         backoff = OomBackoff(batch_size, self.fall_back_to_cpu)
@@ -294,8 +303,7 @@ class ChangeDetector:
             return read_batch(pair, tiles, handle, raw=raw)
 
         # one reader uses the pair's own handles; several open their own each (no shared lock)
-        cache = pair.block_bytes(batches[0][0].size if batches and batches[0] else 0) * readers
-        with gdal_block_cache(min(max(cache, BLOCK_CACHE_MIN), BLOCK_CACHE_MAX)), \
+        with gdal_block_cache(self._block_cache(pair, batches, readers)), \
                 BackgroundReader(read, batches, depth=max(READ_AHEAD, readers), readers=readers,
                                  open_handle=pair.open_reader if readers > 1 else None) as reader:
             for batch in reader:
