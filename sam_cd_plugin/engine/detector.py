@@ -6,8 +6,9 @@ windows of the model's input size on a lattice anchored to the map grid
 (:func:`~..core.tiling.lattice_tiles`). Background reader threads (one on the CPU, several on
 CUDA, each with its own GDAL handles) read batches of windows ahead of the model, in order
 (:mod:`.tile_reader`); windows outside the pair's overlap are not read. On CUDA 8/16-bit tiles
-travel raw and are normalised on the device (:mod:`.feed`). The model runs them batch by batch (autocast and channels-last on
-CUDA, batch size from free memory, halved on out-of-memory, CPU fallback: :mod:`.batching`);
+travel raw and are normalised on the device (:mod:`.feed`). The model runs them batch by batch
+(autocast and channels-last on CUDA, batch size from free memory, halved on out-of-memory, CPU
+fallback: :mod:`.batching`);
 overlapping probabilities are blended with raised-cosine weights in a rolling strip
 (:class:`~..core.blending.StripBlender`) and finished rows go to a background writer thread
 (:class:`~.tile_reader.BackgroundSink`), so compression overlaps with the model.
@@ -21,10 +22,11 @@ per-raster statistics) and the model sees the same batches (batch size 1) — fl
 the model differ by ~1e-7 between batch compositions and thread counts.
 
 Memory stays bounded by the batch, the read-ahead queues, GDAL's block cache (set for the run
-and restored afterwards: 32 MiB on the CPU; on CUDA a tile row plus a block row of every raster's
-width per reader, up to 512 MiB, so overlapping windows decode each block once), one strip of ``tile_size`` rows in the blender, one row band in the
-writer queue and less than one row of output blocks: nothing grows with the raster's height, the
-strips only with its width.
+and restored afterwards: 32 MiB on the CPU; on CUDA a tile row plus a block row of every
+raster's width per reader, up to 512 MiB, so overlapping windows decode each block once), one
+strip of ``tile_size`` rows in the blender, bands of at most 64 rows in the writer queue and
+less than one row of output blocks: nothing grows with the raster's height, the strips only
+with its width.
 Outputs are written under temporary names and renamed only when every output is complete.
 """
 from __future__ import annotations
