@@ -173,3 +173,15 @@ def test_device_normalisation_equals_the_cpu_normalisation(dtype, high):
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(got, want)  # in fact bit-identical: same float32 operations
+
+
+def test_block_cache_is_set_for_a_run_and_restored_after_overlapping_runs():
+    from sam_cd_plugin.engine.tile_reader import gdal_block_cache
+
+    original = gdal.GetCacheMax()
+    with gdal_block_cache(40 << 20):
+        assert gdal.GetCacheMax() == 40 << 20
+        with gdal_block_cache(60 << 20):
+            assert gdal.GetCacheMax() == 60 << 20
+        assert gdal.GetCacheMax() == 40 << 20
+    assert gdal.GetCacheMax() == original
