@@ -124,7 +124,8 @@ class AlignedPair:
 
     Raises :class:`InputError` for unreadable files, bands out of range, one raster with a CRS
     and the other without, CRS-less rasters of different sizes, and rasters that do not overlap.
-    ``read`` is serialised by a lock, so one pair can be shared by threads.
+    ``read`` is serialised by a lock, so one pair can be shared by threads; reader threads
+    that should run in parallel each take their own handles with :meth:`open_reader`.
     """
 
     def __init__(self, before_path: Path | str, after_path: Path | str,
