@@ -33,6 +33,8 @@ def add_parser(sub) -> None:
                    help="drop change polygons smaller than this (map units², e.g. m²)")
     d.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
     d.add_argument("--batch-size", type=int, default=None, help="default: from free device memory")
+    d.add_argument("--readers", type=int, default=None,
+                   help="GDAL reader threads (default: 8 on CUDA, 1 on the CPU)")
     d.add_argument("--dask", metavar="SCHEDULER", default=None,
                    help="map the tiles over a Dask distributed cluster (e.g. tcp://host:8786)")
     d.add_argument("--prompts", default=None,
@@ -56,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
                                bands_after=args.bands_after, probability_path=args.probability,
                                probability_format=args.probability_format, polygons_path=args.polygons,
                                min_area=args.min_area, cog=args.cog, batch_size=args.batch_size,
-                               dask_scheduler=args.dask, normalisation=args.normalisation)
+                               dask_scheduler=args.dask, normalisation=args.normalisation,
+                               readers=args.readers)
     request = DetectRequest(str(args.before), str(args.after), str(args.output),
                             checkpoint=str(args.checkpoint) if args.checkpoint else None,
                             device=args.device, clip_weights=str(args.clip_weights) if args.clip_weights else None,

@@ -80,7 +80,8 @@ def add_parser(sub) -> None:
                                       "paper: base + ±30° rotation"))
     t.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"),
                    help="mixed precision on CUDA (ignored on the CPU)")
-    t.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    t.add_argument("--workers", type=int, default=None,
+                   help="data-loading processes (default: up to 4 on CUDA, 0 on the CPU)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", choices=DEVICES)
     t.add_argument("--eval-include", action="append", default=None,

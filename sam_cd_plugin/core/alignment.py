@@ -36,18 +36,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from osgeo import gdal, osr
+from osgeo import gdal, gdal_array, osr
 
 from .errors import InputError
-from .normalisation import (NORMALISATIONS, SAMPLE_SIZE, BandStats, band_stats_from_dataset,
-                            invalid_mask, joint_band_stats, normalise)
+from .normalisation import (NORMALISATIONS, RAW_DTYPES, SAMPLE_SIZE, BandStats,
+                            band_stats_from_dataset, invalid_mask, joint_band_stats, normalise,
+                            normalise_coefficients)
 from .raster import RasterInfo, info_from_dataset, open_raster
 
 gdal.UseExceptions()
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AlignedPair", "resolve_bands", "same_grid"]
+__all__ = ["AlignedPair", "PairReader", "resolve_bands", "same_grid", "window_overlaps"]
 
 #: Grids whose corners differ by less than this fraction of a pixel are considered identical.
 GRID_TOLERANCE = 0.01
@@ -129,7 +130,8 @@ class AlignedPair:
 
     Raises :class:`InputError` for unreadable files, bands out of range, one raster with a CRS
     and the other without, CRS-less rasters of different sizes, and rasters that do not overlap.
-    ``read`` is serialised by a lock, so one pair can be shared by threads.
+    ``read`` is serialised by a lock, so one pair can be shared by threads; reader threads
+    that should run in parallel each take their own handles with :meth:`open_reader`.
     """
 
     def __init__(self, before_path: Path | str, after_path: Path | str,
@@ -145,6 +147,7 @@ class AlignedPair:
         self._subset_ds: gdal.Dataset | None = None
         self._before_ds: gdal.Dataset | None = None
         self._after_ds: gdal.Dataset | None = None
+        self._warp_path: str | None = None
         try:
             self._open(before_path, after_path, bands_before, bands_after)
             self._set_stats(normalisation)
@@ -175,6 +178,8 @@ class AlignedPair:
         self._check_crs()
         if self.before.has_crs and not same_grid(self.before, self.after):
             self._setup_warp()
+        self._raw_dtype_before = self._band_dtype(self._before_ds, self.bands_before)
+        self._raw_dtype_after = self._band_dtype(self._after_ds, self.bands_after)
         log.debug("AlignedPair %s / %s: %dx%d, warped=%s, overlap=%s", self.before.path,
                   self.after.path, self.width, self.height, self.warped, self.overlap_window)
 
@@ -301,6 +306,7 @@ class AlignedPair:
         subset_path = f"/vsimem/samcd_{token}_subset.vrt"
         warp_path = f"/vsimem/samcd_{token}_warped.vrt"
         self._vsimem += [subset_path, warp_path]
+        self._warp_path = warp_path
         try:
             self._subset_ds = gdal.Translate(subset_path, after_ds, format="VRT", bandList=band_list)
             xmin, ymin, xmax, ymax = bext
@@ -352,38 +358,74 @@ class AlignedPair:
                 bad |= ~np.isfinite(data)
         return np.stack([arrays[b] for b in self.bands_after]), bad
 
-    def read(self, x: int, y: int, w: int, h: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Read window (x, y, w, h) of the before grid.
+    def _band_dtype(self, ds: gdal.Dataset, bands: tuple[int, ...]) -> np.dtype | None:
+        types = {ds.GetRasterBand(b).DataType for b in bands}
+        if len(types) != 1:
+            return None
+        return np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(types.pop()))
+
+    @property
+    def raw_dtypes(self) -> tuple[np.dtype, np.dtype] | None:
+        """The pixel types of ``read(..., raw=True)`` (before, after), or None when the pair
+        cannot be read raw (a type other than uint8/uint16, or mixed types within a raster)."""
+        found = (self._raw_dtype_before, self._raw_dtype_after)
+        return found if all(t in RAW_DTYPES for t in found) else None  # type: ignore[return-value]
+
+    @property
+    def coefficients(self) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """``((low, scale), (low, scale))`` float32 ``(3,)`` of before and after (see
+        :func:`~.normalisation.normalise_coefficients`; one band is repeated to three)."""
+        out = []
+        for stats in (self.stats_before, self.stats_after):
+            low, scale = normalise_coefficients(stats)
+            out.append((np.resize(low, 3), np.resize(scale, 3)))
+        return out[0], out[1]
+
+    def read(self, x: int, y: int, w: int, h: int, raw: bool = False
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read window (x, y, w, h) of the before grid (serialised by a lock; reader threads use
+        their own handles, :meth:`open_reader`).
 
         Returns ``(before, after, valid)``: float32 ``(3, h, w)`` arrays in [0, 1] and a bool
         ``(h, w)`` mask. The window may extend beyond the raster (reflection padding, invalid).
+        ``raw=True`` (only when :attr:`raw_dtypes` is set): the arrays in their pixel types,
+        not normalised, invalid pixels 0 — normalising them with :attr:`coefficients` gives
+        exactly the float32 arrays.
         """
+        with self._lock:
+            if self._before_ds is None or self._after_ds is None:
+                raise RuntimeError("AlignedPair.read called after close()")
+            return self._read_with(self._before_ds, self._after_ds, self._warped_ds,
+                                   x, y, w, h, raw)
+
+    def _read_with(self, before_ds: gdal.Dataset, after_ds: gdal.Dataset | None,
+                   warped_ds: gdal.Dataset | None, x: int, y: int, w: int, h: int, raw: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if w < 1 or h < 1:
             raise ValueError(f"window size must be positive, got {w}x{h}")
+        if raw and self.raw_dtypes is None:
+            raise ValueError("this pair's pixel types cannot be read raw")
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + w, self.width), min(y + h, self.height)
         valid = np.zeros((h, w), dtype=bool)
-        if self._before_ds is None:
-            raise RuntimeError("AlignedPair.read called after close()")
         if x1 <= x0 or y1 <= y0:
-            zeros = np.zeros((3, h, w), dtype=np.float32)
-            return zeros, zeros.copy(), valid
+            types = self.raw_dtypes if raw else (np.float32, np.float32)
+            return (np.zeros((3, h, w), dtype=types[0]), np.zeros((3, h, w), dtype=types[1]),  # type: ignore[index]
+                    valid)
         iw, ih = x1 - x0, y1 - y0
-        with self._lock:
-            before_ds, after_ds, warped_ds = self._before_ds, self._after_ds, self._warped_ds
-            if before_ds is None or after_ds is None:
-                raise RuntimeError("AlignedPair.read called after close()")
-            b_raw, b_bad = self._read_direct(before_ds, self.bands_before, x0, y0, iw, ih)
-            if warped_ds is not None:
-                a_raw, a_bad = self._read_warped(warped_ds, x0, y0, iw, ih)
-            else:
-                a_raw, a_bad = self._read_direct(after_ds, self.bands_after, x0, y0, iw, ih)
-        before = normalise(b_raw, self.stats_before)
-        after = normalise(a_raw, self.stats_after)
+        before, b_bad = self._read_direct(before_ds, self.bands_before, x0, y0, iw, ih)
+        if warped_ds is not None:
+            after, a_bad = self._read_warped(warped_ds, x0, y0, iw, ih)
+        else:
+            after, a_bad = self._read_direct(after_ds, self.bands_after, x0, y0, iw, ih)
+        if not raw:
+            before = normalise(before, self.stats_before)
+            after = normalise(after, self.stats_after)
         inner_valid = ~(b_bad | a_bad)
         if not inner_valid.all():
-            before[:, ~inner_valid] = 0.0
-            after[:, ~inner_valid] = 0.0
+            # raw: 0 normalises to exactly 0.0, as low >= 0 for unsigned types
+            before[:, ~inner_valid] = 0
+            after[:, ~inner_valid] = 0
         if before.shape[0] == 1:
             before = np.repeat(before, 3, axis=0)
         if after.shape[0] == 1:
@@ -393,12 +435,37 @@ class AlignedPair:
             before = _reflect_pad(before, pad_y, pad_x)
             after = _reflect_pad(after, pad_y, pad_x)
         valid[y0 - y:y1 - y, x0 - x:x1 - x] = inner_valid
-        return (np.ascontiguousarray(before, dtype=np.float32),
-                np.ascontiguousarray(after, dtype=np.float32), valid)
+        return np.ascontiguousarray(before), np.ascontiguousarray(after), valid
+
+    def open_reader(self) -> "PairReader":
+        """Handles of their own on both rasters (and the warp), for one reader thread: reads
+        through them need no lock and run in parallel (GDAL releases the GIL)."""
+        if self._before_ds is None:
+            raise RuntimeError("AlignedPair.open_reader called after close()")
+        return PairReader(self)
+
+    def block_bytes(self, rows: int) -> int:
+        """Decoded bytes of ``rows`` full-width rows of every dataset read (the block-cache
+        working set of a reader that keeps the blocks of ``rows`` rows)."""
+        total = 0
+        with self._lock:
+            datasets = [(self._before_ds, self.bands_before), (self._warped_ds or self._after_ds,
+                        self.bands_after if self._warped_ds is None
+                        else range(1, self._warped_ds.RasterCount + 1))]
+            if self._warped_ds is not None:  # the warper reads source blocks too
+                datasets.append((self._after_ds, self.bands_after))
+            for ds, bands in datasets:
+                if ds is None:
+                    continue
+                for b in dict.fromkeys(bands):
+                    band = ds.GetRasterBand(b)
+                    block_h = band.GetBlockSize()[1]
+                    size = gdal.GetDataTypeSize(band.DataType) // 8
+                    total += (rows + block_h) * ds.RasterXSize * size
+        return total
 
     def drop_caches(self) -> None:
-        """Drop GDAL's cached blocks of every dataset of the pair, so a run through a raster of
-        any size holds only the blocks of the windows being read (thread-safe)."""
+        """Drop GDAL's cached blocks of the pair's own datasets (thread-safe)."""
         with self._lock:
             for ds in (self._warped_ds, self._subset_ds, self._before_ds, self._after_ds):
                 if ds is not None:
@@ -429,3 +496,44 @@ class AlignedPair:
     def __del__(self) -> None:  # best effort if the caller forgot close()
         if getattr(self, "_lock", None) is not None:
             self.close()
+
+
+class PairReader:
+    """One reader thread's own GDAL handles on an :class:`AlignedPair` (use from one thread only).
+
+    ``read`` is :meth:`AlignedPair.read` without the lock; the warp is re-opened from the
+    pair's in-memory VRT, so it resamples exactly as the pair's own handle does."""
+
+    def __init__(self, pair: AlignedPair) -> None:
+        self.pair = pair
+        self._before_ds: gdal.Dataset | None = open_raster(pair.before.path)
+        self._after_ds: gdal.Dataset | None = None
+        self._warped_ds: gdal.Dataset | None = None
+        if pair._warp_path is not None:
+            self._warped_ds = gdal.Open(pair._warp_path)
+        else:
+            self._after_ds = open_raster(pair.after.path)
+
+    def read(self, x: int, y: int, w: int, h: int, raw: bool = False
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """See :meth:`AlignedPair.read`."""
+        if self._before_ds is None:
+            raise RuntimeError("PairReader.read called after close()")
+        return self.pair._read_with(self._before_ds, self._after_ds, self._warped_ds, x, y, w, h, raw)
+
+    def close(self) -> None:
+        """Release the handles (idempotent)."""
+        self._warped_ds = self._after_ds = self._before_ds = None
+
+    def __enter__(self) -> "PairReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def window_overlaps(pair: AlignedPair, x: int, y: int, w: int, h: int) -> bool:
+    """False when window (x, y, w, h) lies entirely outside the raster or the after raster's
+    footprint (:attr:`AlignedPair.overlap_window`): all of its pixels are invalid."""
+    ox0, oy0, ox1, oy1 = pair.overlap_window
+    return x < ox1 and x + w > ox0 and y < oy1 and y + h > oy0

@@ -29,8 +29,13 @@ __all__ = ["StripBlender", "RowSink"]
 RowSink = Callable[[int, np.ndarray, np.ndarray], None]
 
 
+#: most rows handed to the sink per call (bands of a wide raster are large; the sink may queue them)
+SINK_ROWS = 64
+
+
 class StripBlender:
-    """Accumulate lattice tiles in row-major order; call ``sink`` with each finished row band."""
+    """Accumulate lattice tiles in row-major order; call ``sink`` with each finished row band
+    (top to bottom, at most :data:`SINK_ROWS` rows a call)."""
 
     def __init__(self, width: int, height: int, tile_size: int, overlap: int,
                  origin: tuple[int, int], sink: RowSink) -> None:
@@ -68,12 +73,13 @@ class StripBlender:
     def _advance(self, new_top: int) -> None:
         shift = new_top - self._top
         y0, y1 = max(self._top, 0), min(new_top, self._top + self.size, self.height)
-        if y1 > y0:
-            rows = slice(y0 - self._top, y1 - self._top)
+        for c0 in range(y0, y1, SINK_ROWS):  # short bands: less in flight to the writer
+            c1 = min(c0 + SINK_ROWS, y1)
+            rows = slice(c0 - self._top, c1 - self._top)
             prob = self._acc[rows] / self._col_sum[None, :]  # no full (h, width) weight array
-            prob /= self._row_sum[y0:y1, None]
+            prob /= self._row_sum[c0:c1, None]
             np.clip(prob, 0.0, 1.0, out=prob)
-            self._sink(y0, prob, self._valid[rows].copy())
+            self._sink(c0, prob, self._valid[rows].copy())
         if shift >= self.size:
             self._acc[:] = 0.0
             self._valid[:] = False

@@ -49,7 +49,13 @@ __all__ = [
     "NORMALISATIONS",
     "normalise",
     "percentile_range",
+    "normalise_coefficients",
+    "RAW_DTYPES",
 ]
+
+#: Pixel types a tile may be sent in un-normalised (raw) and normalised later, on the device:
+#: unsigned, so their statistics have ``low >= 0`` and a raw 0 normalises to exactly 0.0.
+RAW_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 
 #: Longest side (pixels) of the decimated read used for percentile statistics.
 SAMPLE_SIZE = 1024
@@ -188,17 +194,27 @@ def compute_band_stats(path: Path | str, bands: Sequence[int]) -> BandStats:
     return band_stats_from_dataset(ds, bands, path)
 
 
+def normalise_coefficients(stats: BandStats) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, scale)``, float32 ``(C,)``: :func:`normalise` computes ``clip((x - low) * scale, 0, 1)``
+    in float32, so any implementation using these (e.g. on a GPU) gives the same values."""
+    low = np.asarray(stats.low, dtype=np.float64)
+    span = np.asarray(stats.high, dtype=np.float64) - low
+    span = np.where(span > 0, span, 1.0)
+    return low.astype(np.float32), (1.0 / span).astype(np.float32)
+
+
 def normalise(array: np.ndarray, stats: BandStats) -> np.ndarray:
     """Scale a ``(C, H, W)`` array band by band to float32 in [0, 1] (NaN -> 0)."""
     if array.ndim != 3:
         raise ValueError(f"normalise expects a (C, H, W) array, got shape {array.shape}")
     if array.shape[0] != len(stats):
         raise ValueError(f"array has {array.shape[0]} bands but stats describe {len(stats)}")
-    low = np.asarray(stats.low, dtype=np.float64).reshape(-1, 1, 1)
-    span = np.asarray(stats.high, dtype=np.float64).reshape(-1, 1, 1) - low
-    span = np.where(span > 0, span, 1.0)
-    scale = (1.0 / span).astype(np.float32)
-    out = (array.astype(np.float32) - low.astype(np.float32)) * scale
-    np.clip(out, 0.0, 1.0, out=out)
-    np.nan_to_num(out, copy=False, nan=0.0)
+    low, scale = (c.reshape(-1, 1, 1) for c in normalise_coefficients(stats))
+    out = array.astype(np.float32)  # in place from here: a tile is read and normalised per window
+    out -= low
+    out *= scale
+    np.maximum(out, 0.0, out=out)  # clip to [0, 1] (np.clip is several times slower)
+    np.minimum(out, 1.0, out=out)
+    if not np.issubdtype(array.dtype, np.integer):
+        np.nan_to_num(out, copy=False, nan=0.0)
     return out

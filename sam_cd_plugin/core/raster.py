@@ -124,13 +124,14 @@ def raster_info(path: Path | str) -> RasterInfo:
     return info_from_dataset(ds, path)
 
 
-def read_image(path: Path | str) -> np.ndarray:
-    """Read a whole (small) image as a ``(C, H, W)`` array of its native type.
+def read_image(path: Path | str, dataset: gdal.Dataset | None = None) -> np.ndarray:
+    """Read a whole (small) image as a ``(C, H, W)`` array of its native type (from ``dataset``,
+    ``path`` opened, when given).
 
     A single paletted band is expanded to RGB through its colour table. Meant for dataset tiles;
     use windowed reads for large rasters.
     """
-    ds = open_raster(path)
+    ds = dataset if dataset is not None else open_raster(path)
     band = ds.GetRasterBand(1)
     table = band.GetColorTable() if ds.RasterCount == 1 else None
     try:

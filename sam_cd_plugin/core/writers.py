@@ -128,7 +128,8 @@ class AtomicRasterWriter:
         self.scratch = bool(scratch)
         self._finished = False
         self._rows_written = 0
-        self._pending: list[np.ndarray] = []
+        self._band: np.ndarray | None = None  # the partial row of blocks, filled in place
+        self._buffered = 0  # rows of it filled
         self._gdal_type = gdal_array.NumericTypeCodeToGDALTypeCode(self.dtype)
         if self._gdal_type is None:
             raise ValueError(f"unsupported output dtype {dtype!r}")
@@ -202,24 +203,32 @@ class AtomicRasterWriter:
     def write_rows(self, rows: np.ndarray, y: int) -> None:
         """Write full-width ``(h, width)`` rows starting at row ``y``; calls must follow each other
         (``y`` = rows written so far). Complete rows of blocks are written out and dropped from
-        GDAL's cache at once; a partial one waits in memory for the next call or :meth:`finish`."""
+        GDAL's cache at once; a partial one waits in one preallocated band for the next call or
+        :meth:`finish`."""
         if y != self._rows_written:
             raise ValueError(f"write_rows expects row {self._rows_written}, got {y}")
         rows = np.asarray(rows)
         if rows.ndim != 2 or rows.shape[1] != self.width:
             raise ValueError(f"write_rows expects (h, {self.width}) arrays, got {rows.shape}")
-        self._pending.append(rows.astype(self.dtype, copy=False))
-        self._rows_written += rows.shape[0]
-        start = self._rows_written - sum(p.shape[0] for p in self._pending)
-        block_end = (self._rows_written // BLOCK_SIZE) * BLOCK_SIZE
-        if block_end > start or self._rows_written == self.height:
-            self._flush_rows(start, self._rows_written if self._rows_written == self.height else block_end)
+        done = 0
+        while done < rows.shape[0]:
+            start = self._rows_written - self._buffered  # first row of the band
+            height = min(BLOCK_SIZE, self.height - start)
+            if self._band is None:
+                self._band = np.empty((min(BLOCK_SIZE, self.height), self.width), self.dtype)
+            n = min(rows.shape[0] - done, height - self._buffered)
+            self._band[self._buffered:self._buffered + n] = rows[done:done + n]
+            self._buffered += n
+            self._rows_written += n
+            done += n
+            if self._buffered == height:
+                self._flush_band()
 
-    def _flush_rows(self, start: int, end: int) -> None:
-        data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
-        self.write(data[:end - start], 0, start)
-        rest = data[end - start:]
-        self._pending = [rest.copy()] if rest.shape[0] else []
+    def _flush_band(self) -> None:
+        if self._band is None or not self._buffered:
+            return
+        self.write(self._band[:self._buffered], 0, self._rows_written - self._buffered)
+        self._buffered = 0
         try:
             self._ds.FlushCache()  # writes the finished blocks and drops them from the cache
         except RuntimeError as exc:
@@ -230,8 +239,8 @@ class AtomicRasterWriter:
         that path. Called by a successful ``with`` block; call it earlier to read the file."""
         if self._finished:
             return self.temp_path
-        if self._pending:
-            self._flush_rows(self._rows_written - sum(p.shape[0] for p in self._pending), self._rows_written)
+        self._flush_band()
+        self._band = None
         self._close_dataset()
         if self.cog:
             self._convert_to_cog()

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import multiprocessing
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -37,9 +39,10 @@ SPLITS = ("train", "val", "test")
 BEFORE_DIRS = ("A", "Image1", "time1", "T1", "im1")
 AFTER_DIRS = ("B", "Image2", "time2", "T2", "im2")
 LABEL_DIRS = ("label", "OUT", "gt")
-CACHE_MAX_PAIRS = 64
 #: Share of training samples that are identical pairs labelled no change.
 IDENTICAL_SHARE = 0.1
+#: decoded pairs kept in memory by one process (LRU), in bytes; DataLoader workers share it out
+CACHE_MAX_BYTES = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -176,8 +179,10 @@ def load_pair(pair: PairPaths, normalisation: str = "joint") -> tuple[np.ndarray
 class ChangeDataset(Dataset):
     """Random ``crop``-px windows (``samples_per_pair`` per pair and epoch) of the given pairs.
 
-    Images are read when needed; up to :data:`CACHE_MAX_PAIRS` pairs are kept in memory
-    (``cache`` overrides). Augmentation (``augment``): the same rot90 and flip for both dates and
+    Images are read when needed and the decoded pairs kept in memory, least recently used
+    dropped first, up to :data:`CACHE_MAX_BYTES` (``cache``: False keeps none; DataLoader workers
+    each keep their share and, persistent, keep it across epochs). Per-epoch random streams
+    (:meth:`set_epoch`) reach the workers too. Augmentation (``augment``): the same rot90 and flip for both dates and
     the label, a random date swap, and brightness/contrast/per-band colour jitter drawn
     independently for each date.
 
@@ -200,8 +205,11 @@ class ChangeDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.cache = len(self.pairs) <= CACHE_MAX_PAIRS if cache is None else cache
-        self._images: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.cache_bytes = CACHE_MAX_BYTES if cache is None or cache else 0
+        self._images: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
+        self._held = 0
+        self._epoch_seed = multiprocessing.Value("q", seed, lock=False)  # seen by the workers
+        self._worker_seed: int | None = None
 
     def __len__(self) -> int:
         return len(self.pairs) * self.samples_per_pair
@@ -210,15 +218,30 @@ class ChangeDataset(Dataset):
         """New random stream (DataLoader workers call it with distinct seeds)."""
         self.rng = np.random.default_rng(seed)
 
+    def set_epoch(self, seed: int) -> None:
+        """New random streams for an epoch: this process's, and each worker's (``seed`` + its id)
+        when it next draws — so a run is reproducible epoch by epoch with persistent workers."""
+        self.reseed(seed)
+        self._epoch_seed.value = seed
+
     def _pair(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if i in self._images:
+            self._images.move_to_end(i)
             return self._images[i]
         arrays = load_pair(self.pairs[i])
-        if self.cache:
+        size = sum(a.nbytes for a in arrays)
+        if size <= self.cache_bytes:
+            while self._held + size > self.cache_bytes:
+                self._held -= sum(a.nbytes for a in self._images.popitem(last=False)[1])
             self._images[i] = arrays
+            self._held += size
         return arrays
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self._worker_seed != self._epoch_seed.value:
+            self._worker_seed = self._epoch_seed.value
+            self.reseed(self._worker_seed * 1009 + info.id)
         before, after, label = self._pair(index // self.samples_per_pair)
         before, after, label = self._crop(before, after, label[None])
         if self.augment:
@@ -257,7 +280,9 @@ class ChangeDataset(Dataset):
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a distinct crop/augmentation stream per worker and epoch."""
+    """DataLoader ``worker_init_fn``: a distinct crop/augmentation stream per worker (until the
+    next :meth:`ChangeDataset.set_epoch`) and its share of the decoded-pair cache."""
     info = torch.utils.data.get_worker_info()
     if info is not None and isinstance(info.dataset, ChangeDataset):
         info.dataset.reseed(int(torch.initial_seed() % 2 ** 32) + worker_id)
+        info.dataset.cache_bytes //= info.num_workers

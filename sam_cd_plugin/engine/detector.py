@@ -3,9 +3,12 @@
 Every front end (Processing algorithm, dock, CLI) calls :meth:`ChangeDetector.detect`. The pair
 is aligned on the before raster's grid (:class:`~..core.alignment.AlignedPair`) and cut into
 windows of the model's input size on a lattice anchored to the map grid
-(:func:`~..core.tiling.lattice_tiles`). A background thread reads batches of windows ahead of the
-model (:mod:`.tile_reader`); the model runs them batch by batch (autocast and channels-last on
-CUDA, batch size from free memory, halved on out-of-memory, CPU fallback: :mod:`.batching`);
+(:func:`~..core.tiling.lattice_tiles`). Background reader threads (one on the CPU, several on
+CUDA, each with its own GDAL handles) read batches of windows ahead of the model, in order
+(:mod:`.tile_reader`); windows outside the pair's overlap are not read. On CUDA 8/16-bit tiles
+travel raw and are normalised on the device (:mod:`.feed`). The model runs them batch by batch
+(autocast and channels-last on CUDA, batch size from free memory, halved on out-of-memory, CPU
+fallback: :mod:`.batching`);
 overlapping probabilities are blended with raised-cosine weights in a rolling strip
 (:class:`~..core.blending.StripBlender`) and finished rows go to a background writer thread
 (:class:`~.tile_reader.BackgroundSink`), so compression overlaps with the model.
@@ -18,10 +21,12 @@ the input values are normalised the same way (8-bit imagery always; 16-bit/float
 statistics of the whole overlap, see :mod:`..core.normalisation`) and the model sees the same batches (batch size 1) — float32 results of
 the model differ by ~1e-7 between batch compositions and thread counts.
 
-Memory stays bounded by the batch, the read-ahead queue, GDAL blocks of one batch (caches are
-dropped after each batch), one strip of ``tile_size`` rows in the blender, one row band in the
-writer queue and less than one row of output blocks: nothing grows with the raster's height, the
-strips only with its width.
+Memory stays bounded by the batch, the read-ahead queues, GDAL's block cache (set for the run
+and restored afterwards: 32 MiB on the CPU; on CUDA a tile row plus a block row of every
+raster's width per reader, up to 512 MiB, so overlapping windows decode each block once), one
+strip of ``tile_size`` rows in the blender, bands of at most 64 rows in the writer queue and
+less than one row of output blocks: nothing grows with the raster's height, the strips only
+with its width.
 Outputs are written under temporary names and renamed only when every output is complete.
 """
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -53,7 +59,9 @@ from .batching import OomBackoff, auto_batch_size
 from .device import autocast, autocast_dtype, describe_device, resolve_device
 from .prior_field import PriorField
 from .options import STRIDE, DetectionOptions, check_overlap  # noqa: F401 (re-exported)
-from .tile_reader import BackgroundReader, BackgroundSink, PredictedBatch, TileBatch, read_batch
+from .feed import DeviceFeed, normalise_tensor
+from .tile_reader import (BackgroundReader, BackgroundSink, Coefficients, PredictedBatch, TileBatch,
+                          gdal_block_cache, read_batch)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,11 @@ MASK_NODATA = 255
 PROBABILITY_NODATA = -1.0
 PERCENT_NODATA = 255
 READ_AHEAD = 2
+#: reader threads when ``DetectionOptions.readers`` is None: one feeds a CPU model; a GPU eats
+#: tiles faster than one GDAL reader decodes them
+CUDA_READERS = 8
+#: GDAL block cache during a run (:meth:`ChangeDetector._block_cache`) within these
+BLOCK_CACHE_MIN, BLOCK_CACHE_MAX = 32 << 20, 512 << 20
 
 ProgressCallback = Callable[[float], None]
 CancelCallback = Callable[[], bool]
@@ -190,6 +203,10 @@ class ChangeDetector:
         self.input_size = int(metadata["input_size"])
         self._auto_batch: dict[int, int] = {}
         self._prior_field: PriorField | None = None
+        self._feed: DeviceFeed | None = None
+        #: send 8/16-bit tiles raw and normalise them on the device; None: on CUDA only (on the
+        #: CPU the reader threads normalise with numpy, in parallel with the model)
+        self.raw_feed: bool | None = None
 
     def _checked_prompts(self, prompts: Sequence[str]) -> list[str]:
         wanted = [str(p).strip() for p in prompts if str(p).strip()]
@@ -214,19 +231,27 @@ class ChangeDetector:
     def _amp(self) -> contextlib.AbstractContextManager:
         return autocast(self.device, autocast_dtype("auto", self.device))
 
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(array))
+    def _to_device(self, slot: str, array: np.ndarray,
+                   coefficients: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
+        if self._feed is None or self._feed.device != self.device:
+            self._feed = DeviceFeed(self.device)
+        t = self._feed.upload(slot, array)
+        if coefficients is not None:
+            t = normalise_tensor(t, *coefficients, unsigned16=array.dtype == np.uint16)
         if self.device.type != "cuda":
             return t
-        t = t.pin_memory().to(self.device, non_blocking=True)
         return t.contiguous(memory_format=torch.channels_last)
 
     @torch.inference_mode()
-    def predict(self, before: np.ndarray, after: np.ndarray, *priors: np.ndarray) -> np.ndarray:
-        """Change probability ``(B, H, W)`` float32 for normalised ``(B, 3, H, W)`` float32 arrays;
-        ``priors``: SAM-CD's ``(B, 1, H, W)`` prior before and after (else the model computes them)."""
-        b, a = self._to_device(before), self._to_device(after)
-        extra = [self._to_device(p) for p in priors]
+    def predict(self, before: np.ndarray, after: np.ndarray, *priors: np.ndarray,
+                coefficients: Coefficients | None = None) -> np.ndarray:
+        """Change probability ``(B, H, W)`` float32 for normalised ``(B, 3, H, W)`` float32 arrays,
+        or raw uint8/uint16 ones normalised on the device with ``coefficients`` (before, after;
+        :class:`~.tile_reader.TileBatch`); ``priors``: SAM-CD's ``(B, 1, H, W)`` prior before
+        and after (else the model computes them)."""
+        cb, ca = coefficients if coefficients is not None else (None, None)
+        b, a = self._to_device("before", before, cb), self._to_device("after", after, ca)
+        extra = [self._to_device(f"prior{i}", p) for i, p in enumerate(priors)]
         with self._amp():
             logits = self.model(b, a, *extra)
         return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
@@ -267,17 +292,42 @@ class ChangeDetector:
         (``field``: the pair's SAM-CD prior, :meth:`prior_field`)."""
         priors = field.tile_priors([batch.tiles[i] for i in batch.work]) \
             if field is not None and batch.work else None
-        probs = backoff.run(self.predict, batch.before, batch.after, *(priors or ())) \
+        predict = partial(self.predict, coefficients=batch.coefficients) \
+            if batch.coefficients is not None else self.predict
+        probs = backoff.run(predict, batch.before, batch.after, *(priors or ())) \
             if batch.work else []
         return PredictedBatch(batch.tiles, batch.valid, dict(zip(batch.work, probs)))
 
     # ------------------------------------------------------------------ running
-    def _local_results(self, pair: AlignedPair, batches: list[list[Tile]], batch_size: int
-                       ) -> Iterator[PredictedBatch]:
+    def reader_threads(self, requested: int | None = None) -> int:
+        """``requested``, else :data:`CUDA_READERS` (at most the CPU count) on CUDA, 1 elsewhere."""
+        if requested:
+            return int(requested)
+        return min(CUDA_READERS, os.cpu_count() or 1) if self.device.type == "cuda" else 1
+
+    def _block_cache(self, pair: AlignedPair, batches: list[list[Tile]], readers: int) -> int:
+        """GDAL block cache for a run: on CUDA a tile row plus a block row of every raster's width
+        per reader, so no block is decoded twice; on the CPU (the model is the bottleneck) the
+        floor, so memory does not grow with the raster's width."""
+        if self.device.type != "cuda":
+            return BLOCK_CACHE_MIN
+        tile = batches[0][0].size if batches and batches[0] else 0
+        return min(max(pair.block_bytes(tile) * readers, BLOCK_CACHE_MIN), BLOCK_CACHE_MAX)
+
+    def _local_results(self, pair: AlignedPair, batches: list[list[Tile]], batch_size: int,
+                       readers: int) -> Iterator[PredictedBatch]:
         backoff = OomBackoff(batch_size, self.fall_back_to_cpu)
         field = self.prior_field(pair)
-        with BackgroundReader(partial(read_batch, pair), batches, depth=READ_AHEAD,
-                              after_read=pair.drop_caches) as reader:
+        wanted = self.device.type == "cuda" if self.raw_feed is None else self.raw_feed
+        raw = wanted and pair.raw_dtypes is not None
+
+        def read(handle, tiles: list[Tile]) -> TileBatch:
+            return read_batch(pair, tiles, handle, raw=raw)
+
+        # one reader uses the pair's own handles; several open their own each (no shared lock)
+        with gdal_block_cache(self._block_cache(pair, batches, readers)), \
+                BackgroundReader(read, batches, depth=max(READ_AHEAD, readers), readers=readers,
+                                 open_handle=pair.open_reader if readers > 1 else None) as reader:
             for batch in reader:
                 yield self.predict_batch(batch, backoff, field)
 
@@ -344,7 +394,8 @@ class ChangeDetector:
 
                     results = dask_results(options.dask_scheduler, self, pair, options, batches)
                 else:
-                    results = self._local_results(pair, batches, batch_size)
+                    results = self._local_results(pair, batches, batch_size,
+                                                  self.reader_threads(options.readers))
                 with contextlib.closing(results):
                     self._consume(results, blender, len(tiles), progress, is_cancelled)
                 blender.finish()

@@ -23,6 +23,8 @@ class DetectionOptions:
     ``dask_scheduler``: run the windows on a Dask distributed cluster (address of its scheduler).
     ``normalisation``: ``joint`` (one stretch for both dates, from the pixels valid in both) or
     ``per-date`` (each raster its own: dates from different sensors).
+    ``readers``: GDAL reader threads, each with its own file handles (None: 8 on CUDA, 1 on the
+    CPU); results do not depend on it.
     """
 
     threshold: float = 0.5
@@ -38,6 +40,7 @@ class DetectionOptions:
     cog: bool = False
     dask_scheduler: str | None = None
     normalisation: str = "joint"
+    readers: int | None = None
 
     def validate(self, stride: int = STRIDE) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -51,6 +54,8 @@ class DetectionOptions:
             check_overlap(self.overlap, self.tile_size)
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError("Batch size must be at least 1.")
+        if self.readers is not None and self.readers < 1:
+            raise InputError("Reader threads must be at least 1.")
         if self.probability_format not in PROBABILITY_FORMATS:
             raise InputError(f"Probability format '{self.probability_format}' is unknown; use one of "
                              f"{', '.join(PROBABILITY_FORMATS)}.")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
 import time
 from copy import deepcopy
@@ -95,7 +96,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: str = "auto"
-    workers: int = 0
+    workers: int | None = None
     resume: bool = False
     threshold: float = 0.5
 
@@ -149,6 +150,13 @@ class EpochReport:
         if self.val is not None:
             text += f"  val F1 {self.val.f1:.4f} IoU {self.val.iou:.4f}"
         return text + f"  lr {self.lr:.2e}  {self.seconds:.0f} s" + ("  *best" if self.best else "")
+
+
+def default_workers(device: torch.device) -> int:
+    """DataLoader processes when ``TrainConfig.workers`` is None: on CUDA, decoding and augmenting
+    in the main process starves the GPU, so up to 4 (half the CPUs); on the CPU none — the model
+    is the bottleneck there, and each worker would hold its own copy of the decoded pairs."""
+    return min(4, (os.cpu_count() or 1) // 2) if device.type == "cuda" else 0
 
 
 def poly_lr(base: float, step: int, total: int, power: float) -> float:
@@ -286,10 +294,12 @@ def train(config: TrainConfig, progress: Callable[[EpochReport], None] | None = 
     dataset = ChangeDataset(pairs, crop=config.input_size, samples_per_pair=config.samples_per_pair,
                             seed=config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
+    workers = default_workers(device) if config.workers is None else config.workers
+    # persistent workers keep their decoded pairs across epochs; set_epoch reaches them
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, drop_last=False,
-                        num_workers=config.workers, generator=shuffle,
-                        pin_memory=device.type == "cuda",
-                        worker_init_fn=seed_worker if config.workers else None)
+                        num_workers=workers, generator=shuffle,
+                        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+                        worker_init_fn=seed_worker if workers else None)
     meta = _metadata(config, pairs, val_pairs)
     model = build_model(meta, encoder_weights=config.encoder_weights,
                         clip_weights=config.clip_weights,
@@ -305,7 +315,7 @@ def train(config: TrainConfig, progress: Callable[[EpochReport], None] | None = 
     started, state_saved = time.perf_counter(), -math.inf
     for epoch in range(state.epoch + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        dataset.reseed(config.seed * 100_003 + epoch)  # per-epoch streams: resume is reproducible
+        dataset.set_epoch(config.seed * 100_003 + epoch)  # per-epoch streams: resume is reproducible
         shuffle.manual_seed(config.seed + epoch)
         loss_draws.manual_seed(config.seed + 7 * epoch)
         model.train()
@@ -318,7 +328,7 @@ def train(config: TrainConfig, progress: Callable[[EpochReport], None] | None = 
             lr = scheduled_lr(config, state.step, total)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            before, after, label = before.to(device), after.to(device), label.to(device)
+            before, after, label = (t.to(device, non_blocking=True) for t in (before, after, label))
             if config.augment == "paper":
                 before, after, label = random_rotation(before, after, label, loss_draws)
             with autocast(device, amp):
@@ -442,7 +452,7 @@ def recalibrate_batchnorm(model: torch.nn.Module, loader: DataLoader, device: to
             if max_batches is not None and i >= max_batches:
                 break
             with autocast(device, amp):
-                model(before.to(device), after.to(device))
+                model(before.to(device, non_blocking=True), after.to(device, non_blocking=True))
         for m, momentum in zip(norms, saved):
             m.momentum = momentum
     model.eval()

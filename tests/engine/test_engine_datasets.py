@@ -173,3 +173,47 @@ def test_shared_levir_samples_by_split_and_1024_crops(shared_data):
     assert set(np.unique(np.concatenate([lb.numpy().ravel() for lb in labels]))) <= {0.0, 1.0}
     whu = find_pairs(shared_data / "WHU-CD")
     assert len(whu) == 2 and ChangeDataset(whu, crop=256, samples_per_pair=1)[0][0].shape == (3, 256, 256)
+
+
+def test_decoded_pairs_are_cached_up_to_a_byte_bound_and_files_opened_once(tmp_path, monkeypatch):
+    import sam_cd_plugin.engine.datasets as datasets
+
+    for i in range(3):
+        make_pair(tmp_path, f"p{i}", seed=i)
+    opened = []
+    real_open = datasets.open_raster
+    monkeypatch.setattr(datasets, "open_raster", lambda path: opened.append(path) or real_open(path))
+    pair_bytes = 2 * 3 * 64 * 64 * 4 + 64 * 64 * 4  # before, after float32 + label float32
+    ds = ChangeDataset(find_pairs(tmp_path), crop=32, samples_per_pair=2, augment=False)
+    ds.cache_bytes = 2 * pair_bytes  # room for two pairs: the least recently used one goes
+    for index in (0, 1, 2, 3, 0, 4, 5):  # pairs 0, 0, 1, 1, 0, 2, 2
+        ds[index]
+    assert list(ds._images) == [0, 2]
+    assert len(opened) == 3 * 2  # before and after of each pair decoded once, each file opened once
+    ds[2]  # pair 1 was dropped: read again
+    assert len(opened) == 4 * 2 and list(ds._images) == [2, 1]
+
+
+def test_persistent_workers_draw_reproducible_per_epoch_crops(tmp_path):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from sam_cd_plugin.engine.datasets import seed_worker
+
+    for i in range(2):
+        make_pair(tmp_path, f"p{i}", size=(96, 96), seed=i)
+
+    def epochs(seeds):
+        ds = ChangeDataset(find_pairs(tmp_path), crop=32, samples_per_pair=4)
+        loader = DataLoader(ds, batch_size=2, shuffle=False, num_workers=2, persistent_workers=True,
+                            worker_init_fn=seed_worker)
+        out = []
+        for seed in seeds:
+            ds.set_epoch(seed)
+            out.append(torch.cat([b for b, _, _ in loader]))
+        return out
+
+    first, second = epochs([11, 12])
+    again = epochs([12])[0]
+    assert torch.equal(second, again)  # epoch 12 alone (a resumed run) draws what it drew after 11
+    assert not torch.equal(first, second)
