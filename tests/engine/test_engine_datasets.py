@@ -176,13 +176,13 @@ def test_shared_levir_samples_by_split_and_1024_crops(shared_data):
 
 
 def test_decoded_pairs_are_cached_up_to_a_byte_bound_and_files_opened_once(tmp_path, monkeypatch):
-    import sam_cd_plugin.engine.datasets as datasets
+    import sam_cd_plugin.core.alignment as alignment  # the pair is read as the detector reads it
 
     for i in range(3):
         make_pair(tmp_path, f"p{i}", seed=i)
     opened = []
-    real_open = datasets.open_raster
-    monkeypatch.setattr(datasets, "open_raster", lambda path: opened.append(path) or real_open(path))
+    real_open = alignment.open_raster
+    monkeypatch.setattr(alignment, "open_raster", lambda path: opened.append(path) or real_open(path))
     pair_bytes = 2 * 3 * 64 * 64 * 4 + 64 * 64 * 4  # before, after float32 + label float32
     ds = ChangeDataset(find_pairs(tmp_path), crop=32, samples_per_pair=2, augment=False)
     ds.cache_bytes = 2 * pair_bytes  # room for two pairs: the least recently used one goes
