@@ -396,7 +396,8 @@ def train_area(config: AreaTrainConfig, progress: Callable[[float], None] | None
                  val.f1, val.iou, "  *best" if is_best else "")
         if is_best:
             best = (val.f1, epoch, copy.deepcopy(model.state_dict()), val)
-    assert best is not None
+    if best is None:  # config.validate() asks for at least one epoch
+        raise InputError("Training needs at least one epoch.")
     _, best_epoch, weights, val = best
     model.load_state_dict(weights)
     reviewed = area.labels != IGNORE

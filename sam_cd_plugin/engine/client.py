@@ -16,7 +16,7 @@ import logging
 import os
 import queue
 import signal
-import subprocess
+import subprocess  # nosec B404 - starts the engine worker: our own module, no shell
 import sys
 import threading
 import time
@@ -70,7 +70,7 @@ class _WorkerProcess:
         if Path(python) != Path(sys.executable):
             env.pop("PYTHONHOME", None)  # QGIS's own Python home would break another interpreter
         try:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # nosec B603 - argv list, no shell, the engine's Python
                 [str(python), "-m", "sam_cd_plugin.engine.worker"], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
                 errors="replace", bufsize=1, env=env, cwd=str(PLUGIN_PARENT),
