@@ -38,12 +38,11 @@ from ..core.area_labels import IGNORE, rasterise_changes
 from ..core.errors import CancelledError, InputError
 from ..core.holdout import holdout_blocks
 from ..core.metrics import ConfusionMatrix
-from ..models.cem_loss import cem_loss
 from ..models.checkpoint import load_checkpoint, save_checkpoint
 from ..models.registry import METHODS, build_model
 from ..paths import BUNDLED, resolve_checkpoint
 from .device import autocast, autocast_dtype, describe_device, resolve_device
-from .training import poly_lr, recalibrate_batchnorm
+from .training import compute_loss, poly_lr, recalibrate_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -374,10 +373,8 @@ def train_area(config: AreaTrainConfig, progress: Callable[[float], None] | None
                 group["lr"] = poly_lr(lr, step, total, 1.0)
             before, after, label = before.to(device), after.to(device), label.to(device)
             with autocast(device, amp):
-                forward_train = getattr(model, "forward_train", None)
-                outputs = forward_train(before, after) if forward_train else [model(before, after)]
-            loss = sum(cem_loss(o.float(), label == 1, config.delta, valid=label != IGNORE, generator=draws)
-                       for o in outputs)
+                loss = compute_loss(model, before, after, label == 1, config.delta, draws, "cem",
+                                    valid=label != IGNORE)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

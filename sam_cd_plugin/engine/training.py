@@ -166,14 +166,17 @@ def poly_lr(base: float, step: int, total: int, power: float) -> float:
 
 def compute_loss(model: torch.nn.Module, before: torch.Tensor, after: torch.Tensor,
                  label: torch.Tensor, delta: float,
-                 generator: torch.Generator | None = None, loss: str = "cem") -> torch.Tensor:
+                 generator: torch.Generator | None = None, loss: str = "cem",
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
     """``loss`` ('cem' with drop ratio ``delta``, or 'bce-dice') of the model's training outputs
-    (deep-supervision outputs summed, weight 1 each)."""
+    (deep-supervision outputs summed, weight 1 each); CEM counts only ``valid`` pixels if given."""
     forward_train = getattr(model, "forward_train", None)
     outputs = forward_train(before, after) if forward_train else [model(before, after)]
     if loss == "bce-dice":
+        if valid is not None:
+            raise ValueError("the BCE + Dice loss has no mask of valid pixels; use CEM")
         return sum(bce_dice_loss(o.float(), label) for o in outputs)
-    return sum(cem_loss(o.float(), label, delta, generator=generator) for o in outputs)
+    return sum(cem_loss(o.float(), label, delta, valid=valid, generator=generator) for o in outputs)
 
 
 def scheduled_lr(config: "TrainConfig", step: int, total: int) -> float:
