@@ -55,6 +55,9 @@ def _how_it_ended(returncode: int | None) -> str:
     return f"exit code {returncode}"
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
 class _WorkerProcess:
     """One running worker: the child process, its reader threads and the calls waiting on it."""
 
@@ -64,9 +67,12 @@ class _WorkerProcess:
         env["PYTHONUNBUFFERED"] = "1"
         torch = sys.modules.get("torch")  # loaded here only when this process also runs in-process
         if torch is not None:
-            # the worker gets this process's intra-op thread count, so both transports compute
-            # identical pixels (importing ultralytics sets OMP_NUM_THREADS=1 in os.environ)
-            env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+            # The worker gets this process's intra-op thread count, for OpenMP and the BLAS alike,
+            # so both transports compute identical pixels (float sums depend on the thread count).
+            # os.environ cannot be trusted for this: importing ultralytics sets OMP_NUM_THREADS=1
+            # and a Dask LocalCluster sets MKL/OPENBLAS_NUM_THREADS=1 in the parent.
+            threads = str(torch.get_num_threads())
+            env.update({var: threads for var in THREAD_VARIABLES})
         if Path(python) != Path(sys.executable):
             env.pop("PYTHONHOME", None)  # QGIS's own Python home would break another interpreter
         try:

@@ -54,6 +54,10 @@ def test_worker_gives_the_in_process_pixels(norcia, tiny_checkpoint, tmp_path, m
     mask_here, prob_here = _run_into(tmp_path / "inprocess", norcia, tiny_checkpoint)
     monkeypatch.setenv("SAM_CD_ENGINE", "worker")
     monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)
+    # what a Dask LocalCluster leaves in os.environ (found when the whole suite ran): the worker
+    # must still compute with this process's thread counts
+    for var in ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(var, "1")
     service.shutdown_engine()
     try:
         mask_worker, prob_worker = _run_into(tmp_path / "worker", norcia, tiny_checkpoint)
