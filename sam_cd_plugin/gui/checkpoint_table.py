@@ -5,7 +5,7 @@ added one by one. Listing the files is cheap (:func:`scan_checkpoints`, rows say
 their metadata comes from the engine (:func:`read_entry`, which loads the file: the dock calls it
 in a background task). A file that cannot be read (corrupt, not a sam-cd checkpoint, no engine)
 still gets a row, with the reason in the *Notes* column, so one bad file never breaks the panel.
-Demonstration models (:func:`~..core.checkpoint_info.demo_reason`) say *demo* in *Notes*, in
+Demonstration models (:func:`~..core.checkpoint_info.demo_reason`) say *demo* after the method and in *Notes*, in
 another colour, with the reason in the row's tooltip.
 """
 
@@ -234,7 +234,8 @@ class CheckpointTableModel(QAbstractTableModel):
         if entry.prompts:
             notes.append(f"prompts: {', '.join(entry.prompts)}")
         values = {
-            "Method": entry.method,
+            # the first column carries the mark too: the narrow dock hides *Notes* until scrolled
+            "Method": f"{entry.method} (demo)" if entry.demo else entry.method,
             "Encoder": entry.encoder,
             "δ": _fmt(entry.delta, 2),
             "F1": _fmt(entry.f1) + (split if entry.f1 is not None else ""),

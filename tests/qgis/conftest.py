@@ -70,6 +70,25 @@ def rio(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> SamplePa
 
 
 @pytest.fixture(scope="session")
+def aerial(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> SamplePair:
+    """LEVIR-CD's 1024² image test_102 (0.5 m aerial, building change; never in the bundled
+    model's training) as GeoTIFFs on a UTM grid, as a user's orthophotos would come."""
+    from osgeo import gdal, osr
+
+    dest = tmp_path_factory.mktemp("aerial")
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32650)
+    paths = []
+    for folder, name in (("A", "before.tif"), ("B", "after.tif"), ("label", "label.tif")):
+        ds = gdal.Translate(str(dest / name), str(shared_data / "LEVIR-CD-1024" / folder / "test_102.png"),
+                            format="GTiff", outputSRS=srs.ExportToWkt(),
+                            outputBounds=[500000, 3550512, 500512, 3550000])  # 0.5 m pixels
+        ds = None  # flushed and closed
+        paths.append(dest / name)
+    return SamplePair(*paths)
+
+
+@pytest.fixture(scope="session")
 def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A QGIS plugin folder holding ``sam_cd_plugin`` laid out like the packaged zip.
 

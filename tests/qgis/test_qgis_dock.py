@@ -203,7 +203,7 @@ def test_a_broken_checkpoint_gets_a_row_with_the_reason(make_dock, project, norc
     rows = {row["File"]: row for row in table_rows(dock)}
     assert rows["broken.pt"]["Method"] == "unreadable"
     assert "Cannot load checkpoint broken.pt" in rows["broken.pt"]["Notes"]
-    assert rows[default_checkpoint().name]["Method"] == "sam-cem-cd"  # the other rows still work
+    assert rows[default_checkpoint().name]["Method"] == "sam-cem-cd (demo)"  # the other rows still work
 
     click_row(dock, "broken.pt")
     dock.detect_button.click()
@@ -408,6 +408,7 @@ def test_the_bundled_model_is_marked_as_a_demonstration_model(make_dock, tiny_ch
     rows = {row["File"]: row for row in table_rows(dock)}
     bundled = rows[default_checkpoint().name]
     assert bundled["Notes"].split("; ")[0] == "demo"
+    assert bundled["Method"].endswith("(demo)")  # visible without scrolling the narrow dock
     assert "demo" not in rows["not_demo.pt"]["Notes"]  # a model whose metadata does not say so
     proxy = dock.checkpoint_proxy
     row = next(r for r in range(proxy.rowCount())

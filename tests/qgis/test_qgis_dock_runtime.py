@@ -71,7 +71,7 @@ def test_opening_the_dock_reads_no_weights_file_and_imports_no_torch(tmp_path: P
     assert report["settled"]
     rows = {row["File"]: row for row in report["rows"]}
     assert rows["tiny_d03.pt"]["Method"] == "sam-cem-cd" and rows["tiny_d03.pt"]["F1"] == "0.610"
-    assert rows[default_checkpoint().name]["Method"] == "sam-cem-cd"
+    assert rows[default_checkpoint().name]["Method"] == "sam-cem-cd (demo)"
     assert report["weights"]["fastsam-s"] == "found"
     assert {report["weights"][k] for k in setup["weights"] if k != "fastsam-s"} == {"wrong model"}
     assert report["device"].startswith(("CPU", "CUDA", "⚠"))
