@@ -8,7 +8,7 @@ from pathlib import Path
 from ..core.errors import InputError
 from ..engine.recipes import AUGMENTS, LOSSES, SCHEDULES
 from ..engine.requests import jsonable
-from .arguments import DEVICES
+from .arguments import DEVICES, bands
 
 
 def deltas(text: str) -> list[float]:
@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
     area.add_argument("--name", default="", help="area name stored in the checkpoint (default: the changes file's name)")
     area.add_argument("--checkpoint", default="bundled",
                       help="checkpoint to fine-tune (default: bundled); ignored with --encoder-weights")
+    area.add_argument("--bands-before", type=bands, default=None, help="e.g. 3,2,1 (1-based), as for detect")
+    area.add_argument("--bands-after", type=bands, default=None)
     area.add_argument("--holdout", type=float, default=0.2, help="held-out share of the reviewed pixels")
     t.add_argument("--split", choices=("train", "val", "test"), default=None,
                    help="training split (default: train for split/list layouts, all pairs of a flat folder)")
@@ -114,7 +116,8 @@ def run_area(args: argparse.Namespace) -> int:
               "where": args.where, "reviewed": args.reviewed, "name": args.name, "checkpoint": args.checkpoint,
               "encoder_weights": args.encoder_weights, "method": args.method, "encoder": args.encoder,
               "delta": args.delta, "lr": args.lr, "holdout": args.holdout,
-              "freeze_encoder": args.freeze_encoder, "seed": args.seed, "device": args.device}
+              "freeze_encoder": args.freeze_encoder, "seed": args.seed, "device": args.device,
+              "bands_before": args.bands_before, "bands_after": args.bands_after}
     for key in ("epochs", "input_size", "batch_size"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)

@@ -39,6 +39,7 @@ from ..core.area_labels import DEFAULT_MARGIN_FRACTION, DEFAULT_MARGIN_PIXELS
 from ..engine.requests import AreaTrainRequest
 from ..paths import BUNDLED
 from .algorithm_base import SamCdAlgorithm
+from .detect_changes import parse_band_list
 from .compat import (FILE_BEHAVIOR_FILE, FLAG_ADVANCED, GEOMETRY_POLYGON, NUMBER_DOUBLE, NUMBER_INTEGER,
                      VECTOR_POLYGON)
 from .options import DEVICE_CHOICES, default_device, remember_checkpoint
@@ -69,6 +70,8 @@ class TrainFromLayersAlgorithm(SamCdAlgorithm):
     HOLDOUT = "HOLDOUT"
     LR = "LR"
     FREEZE_ENCODER = "FREEZE_ENCODER"
+    BANDS_BEFORE = "BANDS_BEFORE"
+    BANDS_AFTER = "BANDS_AFTER"
     OUTPUT = "OUTPUT"
     DEVICE_USED = "DEVICE_USED"
     VAL_F1 = "VAL_F1"
@@ -105,6 +108,8 @@ class TrainFromLayersAlgorithm(SamCdAlgorithm):
             "model of <b>method</b>/<b>encoder</b> is trained from them instead. Method and encoder "
             "left empty follow the checkpoint. <b>δ</b>: CEM drop ratio (share of no-change pixels "
             "dropped from each batch's loss).</p>"
+            "<p><b>Bands</b> (advanced): as in <i>Detect changes</i>; use the same ones when you "
+            "detect with the trained model.</p>"
             "<p>Cancelling stops after the current batch and writes nothing; the checkpoint is "
             "written once, at the end.</p>"
         )
@@ -154,6 +159,10 @@ class TrainFromLayersAlgorithm(SamCdAlgorithm):
                                          type=NUMBER_DOUBLE, optional=True, minValue=0.0, maxValue=1.0),
             QgsProcessingParameterBoolean(self.FREEZE_ENCODER, self.tr("Train the decoder only (quicker on a CPU)"),
                                           defaultValue=False),
+            QgsProcessingParameterString(self.BANDS_BEFORE, self.tr("Before bands as R,G,B (e.g. 3,2,1; empty: first three)"),
+                                         defaultValue="", optional=True),
+            QgsProcessingParameterString(self.BANDS_AFTER, self.tr("After bands as R,G,B (e.g. 3,2,1; empty: first three)"),
+                                         defaultValue="", optional=True),
         ]
         for param in advanced:
             param.setFlags(param.flags() | FLAG_ADVANCED)
@@ -241,6 +250,10 @@ class TrainFromLayersAlgorithm(SamCdAlgorithm):
             lr=self.parameterAsDouble(parameters, self.LR, context) or None,
             freeze_encoder=self.parameterAsBoolean(parameters, self.FREEZE_ENCODER, context),
             device=device,
+            bands_before=parse_band_list(self.parameterAsString(parameters, self.BANDS_BEFORE, context),
+                                         self.BANDS_BEFORE),
+            bands_after=parse_band_list(self.parameterAsString(parameters, self.BANDS_AFTER, context),
+                                        self.BANDS_AFTER),
         )
         result = self.run_engine("train_area", AreaTrainRequest(config), feedback)
         if device == "cuda" and not result["device"].startswith("CUDA"):

@@ -146,8 +146,11 @@ def test_pixels_outside_the_reviewed_areas_are_ignored(rio, rio_changes, tmp_pat
         rectangle(gt[0], gt[3] + gt[5] * height, gt[0] + gt[1] * half, gt[3])])
     out = tmp_path / "left_half.pt"
     processing.run(ALGORITHM, {"BEFORE": str(rio.before), "AFTER": str(rio.after), "CHANGES": str(rio_changes),
-                               "REVIEWED": str(reviewed), "OUTPUT": str(out), **ONE_STEP})
-    area = read_metadata(out)["training"]["area"]
+                               "REVIEWED": str(reviewed), "OUTPUT": str(out), **ONE_STEP,
+                               "BANDS_BEFORE": "3,2,1", "BANDS_AFTER": "3,2,1"})  # stored B,G,R,NIR
+    training = read_metadata(out)["training"]
+    assert training["settings"]["bands_before"] == training["settings"]["bands_after"] == [3, 2, 1]
+    area = training["area"]
     truth = gdal.Open(str(rio.label)).ReadAsArray() > 0
     assert area["change_pixels"] == pytest.approx(truth.sum(), rel=0.01)
     assert area["no_change_pixels"] == pytest.approx(half * height - truth[:, :half].sum(), rel=0.01)
@@ -188,6 +191,16 @@ def test_cancel_writes_no_checkpoint(rio, rio_changes, tmp_path) -> None:
         processing.run(ALGORITHM, {"BEFORE": str(rio.before), "AFTER": str(rio.after), "CHANGES": str(rio_changes),
                                    "OUTPUT": str(out), **SHORT}, feedback=feedback)
     assert list(tmp_path.glob("*.pt*")) == []
+
+
+@pytest.mark.parametrize("bands, message", [("3,x,1", "comma-separated list of 1-based band numbers"),
+                                            ("5,2,1", "band")])
+def test_bad_band_lists_are_clear_errors(rio, rio_changes, tmp_path, bands: str, message: str) -> None:
+    out = tmp_path / "never.pt"
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run(ALGORITHM, {"BEFORE": str(rio.before), "AFTER": str(rio.after), "CHANGES": str(rio_changes),
+                                   "OUTPUT": str(out), **ONE_STEP, "BANDS_AFTER": bands})
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("case, message", [
