@@ -248,6 +248,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)  # ultralytics exports OMP_NUM_THREADS=1 to children
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     if args.child is not None:
+        from sam_cd_plugin.engine.memory import allow_pinning
+
+        allow_pinning()  # as the engine worker does: peak RSS as the worker has it
         print("RESULT " + json.dumps(child(args.child, args)), flush=True)
         return 0
     if args.null_model and args.sizes == SIZES:  # the ceiling alone

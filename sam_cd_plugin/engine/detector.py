@@ -50,12 +50,14 @@ from ..core.blending import StripBlender
 from ..core.checkpoint_info import demo_reason
 from ..core.errors import CancelledError, CheckpointError, InputError, OutputError
 from ..core.polygonize import polygonize_mask
+from ..core.raster import raster_info
 from ..core.validation import require_valid_pixels
 from ..core.tiling import Tile, grid_origin, lattice_tiles
 from ..core.writers import AtomicRasterWriter, OutputSet, check_output_path, partial_path
 from ..models.checkpoint import load_checkpoint
 from ..models.registry import build_model
 from .batching import OomBackoff, auto_batch_size
+from .memory import pin_for_raster
 from .device import autocast, autocast_dtype, describe_device, resolve_device
 from .prior_field import PriorField
 from .options import STRIDE, DetectionOptions, check_overlap  # noqa: F401 (re-exported)
@@ -365,6 +367,7 @@ class ChangeDetector:
         if overlap < options.overlap:
             log.warning("Tile overlap %d px is more than half the tile size %d px; using %d px",
                         options.overlap, tile, overlap)
+        pin_for_raster(raster_info(before).width)  # in the engine worker only, before any pixel is read (.memory)
         with AlignedPair(before, after, options.bands_before, options.bands_after,
                          options.normalisation) as pair:
             origin = grid_origin(pair.geotransform)

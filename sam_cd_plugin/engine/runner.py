@@ -136,8 +136,11 @@ class EngineSession:
     def stats(self) -> dict:
         import os
 
+        from . import memory
+
         with self._lock:
-            return {"model_loads": self.model_loads, "models": len(self._models), "pid": os.getpid()}
+            return {"model_loads": self.model_loads, "models": len(self._models), "pid": os.getpid(),
+                    "allocator_pinned": memory.is_pinned()}
 
     # ------------------------------------------------------------------ runs
     def detect(self, request: DetectRequest, progress: ProgressFn, is_cancelled: CancelFn,

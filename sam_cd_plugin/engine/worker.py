@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from ..core.errors import SamCdError
 from .failures import user_error
-from .memory import pin_mmap_threshold
+from .memory import allow_pinning
 from .protocol import (Cancel, Error, Hello, Log, Progress, ProtocolError, Request, Result, Shutdown,
                        decode, encode)
 from .requests import AreaTrainRequest, DetectRequest, EvaluateRequest, TrainRequest
@@ -122,7 +122,7 @@ def main() -> int:
         sys.stdin.reconfigure(encoding="utf-8")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pin_mmap_threshold()  # peak memory flat in the raster's width (see .memory)
+    allow_pinning()  # peak memory flat in the raster's width, for wide rasters (see .memory)
     log.info("sam-cd engine worker %d started (%s)", os.getpid(), sys.executable)
     Worker(protocol_out).serve(sys.stdin)
     return 0

@@ -144,10 +144,34 @@ def test_bundled_checkpoint_is_a_reference_resolved_now(tmp_path):
     assert resolve_checkpoint(str(own)) == own
 
 
+def wide_strip_request(checkpoint: Path, folder: Path) -> DetectRequest:
+    """A pair as wide as :data:`memory.WIDE_RASTER_PX` (and 64 rows: cheap), from the demo pair."""
+    paths = []
+    for name in ("before", "after"):
+        path = folder / f"wide_{name}.tif"
+        gdal.Translate(str(path), str(DEMO / f"{name}.tif"), width=memory.WIDE_RASTER_PX, height=64)
+        paths.append(str(path))
+    return DetectRequest(*paths, str(folder / "wide_change.tif"), checkpoint=str(checkpoint), device="cpu",
+                         options=DetectionOptions(**FAST))
+
+
 def test_in_process_detection_leaves_the_allocator_alone(engine, tiny_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "_pinned", False)
-    engine.detect(demo_request(tiny_checkpoint, tmp_path / "c.tif"))
+    engine.detect(wide_strip_request(tiny_checkpoint, tmp_path))
     assert memory._pinned is False  # process-wide tuning is the worker's business
+
+
+def test_the_worker_pins_the_allocator_for_wide_rasters_only(tiny_checkpoint, tmp_path):
+    from sam_cd_plugin.engine.client import WorkerEngine
+
+    worker = WorkerEngine(Path(sys.executable))
+    try:
+        worker.detect(demo_request(tiny_checkpoint, tmp_path / "small.tif"))
+        assert worker.stats()["allocator_pinned"] is False  # small runs keep glibc's fast path
+        worker.detect(wide_strip_request(tiny_checkpoint, tmp_path))
+        assert worker.stats()["allocator_pinned"] is True  # peak memory flat in the width
+    finally:
+        worker.close()
 
 
 def test_cli_progress_is_a_bar_on_a_terminal_and_lines_otherwise():
