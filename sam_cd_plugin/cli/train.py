@@ -33,8 +33,9 @@ def add_parser(sub) -> None:
     area.add_argument("--reviewed", type=Path, default=None,
                       help="polygons of the reviewed areas (default: bounding box of the changes + margin)")
     area.add_argument("--name", default="", help="area name stored in the checkpoint (default: the changes file's name)")
-    area.add_argument("--checkpoint", default="bundled",
-                      help="checkpoint to fine-tune (default: bundled); ignored with --encoder-weights")
+    t.add_argument("--checkpoint", default=None,
+                   help="checkpoint to fine-tune (one area: default the bundled one; datasets: default "
+                        "none, a new model); ignored in one area with --encoder-weights")
     area.add_argument("--bands-before", type=bands, default=None, help="e.g. 3,2,1 (1-based), as for detect")
     area.add_argument("--bands-after", type=bands, default=None)
     area.add_argument("--holdout", type=float, default=0.2, help="held-out share of the reviewed pixels")
@@ -66,6 +67,8 @@ def add_parser(sub) -> None:
     t.add_argument("--input-size", type=int, default=None, help="crop size (default: 256; one area: 64)")
     t.add_argument("--epochs", type=int, default=None, help="default: 20 (one area: 10)")
     t.add_argument("--samples-per-pair", type=int, default=4)
+    t.add_argument("--identical-share", type=float, default=None,
+                   help="share of training samples that are one date twice, labelled no change (default 0.1)")
     t.add_argument("--batch-size", type=int, default=None, help="default: 4 (one area: 8)")
     recipe = "default: the method's recipe (sam-cem-cd/sam-cd: {}, sam2-cd: {})"
     t.add_argument("--optimizer", default=None, choices=("sgd", "adamw"),
@@ -113,7 +116,7 @@ def run_area(args: argparse.Namespace) -> int:
 
     out = args.out or args.changes.with_name(f"{args.changes.stem}_model.pt")
     config = {"before": args.before, "after": args.after, "changes": args.changes, "out": out,
-              "where": args.where, "reviewed": args.reviewed, "name": args.name, "checkpoint": args.checkpoint,
+              "where": args.where, "reviewed": args.reviewed, "name": args.name, "checkpoint": args.checkpoint or "bundled",
               "encoder_weights": args.encoder_weights, "method": args.method, "encoder": args.encoder,
               "delta": args.delta, "lr": args.lr, "holdout": args.holdout,
               "freeze_encoder": args.freeze_encoder, "seed": args.seed, "device": args.device,
@@ -146,6 +149,7 @@ def run_datasets(args: argparse.Namespace) -> int:
         val_split=args.val_split, val_include=args.val_include,
         method=args.method or "sam-cem-cd",
         encoder=args.encoder, encoder_weights=args.encoder_weights,
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
         freeze_encoder=args.freeze_encoder,
         prompts=[p.strip() for p in args.prompts.split(",") if p.strip()],
         clip_weights=args.clip_weights, clip_model=args.clip_model,
@@ -155,7 +159,8 @@ def run_datasets(args: argparse.Namespace) -> int:
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         poly_power=args.poly_power, schedule=args.schedule, loss=args.loss,
         augment=args.augment, amp=args.amp, workers=args.workers, seed=args.seed,
-        device=args.device, resume=args.resume)
+        device=args.device, resume=args.resume,
+        **({} if args.identical_share is None else {"identical_share": args.identical_share}))
     configs = sweep_configs(config, args.delta_sweep) if args.delta_sweep else [config]
     engine = get_engine()
 

@@ -35,7 +35,7 @@ def demo_reason(meta: dict[str, Any]) -> str | None:
         flag = random_init and count is not None and count < DEMO_MAX_TILES
     if not flag:
         return None
-    tiles = f"{count} tiles" if count is not None else "a few tiles"
+    pairs = f"{count} image pairs" if count is not None else "a few image pairs"
     start = "random initialisation" if random_init else f"{training.get('encoder_init') or 'unknown'} weights"
-    return (f"trained on {tiles} from {start}; use it to try the pipeline, train or pick a model "
+    return (f"trained on {pairs} from {start}; use it to try the pipeline, train or pick a model "
             "for real use")

@@ -252,7 +252,7 @@ class EngineSession:
         return {"ok": True, "message": f"{file.name} loads into {encoder}"}
 
 
-_TRAIN_PATHS = ("out", "encoder_weights", "clip_weights", "mask_generator_weights")
+_TRAIN_PATHS = ("out", "encoder_weights", "checkpoint", "clip_weights", "mask_generator_weights")
 
 
 def _train_fields(config: dict) -> dict:

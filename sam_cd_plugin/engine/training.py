@@ -63,6 +63,9 @@ class TrainConfig:
     'fp16'; ignored on the CPU. ``encoder``, ``optimizer``, ``lr``, ``weight_decay``,
     ``schedule`` ('poly' | 'one-cycle'), ``loss`` ('cem' | 'bce-dice') and ``augment`` ('base' |
     'paper': base + ±30° rotation) left ``None`` take the method's recipe (:data:`.recipes.RECIPES`).
+    ``checkpoint``: start from that checkpoint's weights (same method and encoder; the metadata
+    records it under ``training.start``) instead of ``encoder_weights`` or random initialisation.
+    ``identical_share``: the share of samples that are one date twice, labelled no change.
     """
 
     data: list[Path]
@@ -74,6 +77,7 @@ class TrainConfig:
     method: str = "sam-cem-cd"
     encoder: str | None = None
     encoder_weights: Path | None = None
+    checkpoint: Path | None = None
     freeze_encoder: bool = False
     prompts: list[str] = field(default_factory=list)
     clip_weights: Path | None = None
@@ -84,6 +88,7 @@ class TrainConfig:
     input_size: int = 256
     epochs: int = 20
     samples_per_pair: int = 4
+    identical_share: float = IDENTICAL_SHARE
     batch_size: int = 4
     optimizer: str | None = None
     lr: float | None = None
@@ -128,6 +133,25 @@ class TrainConfig:
             raise InputError("epochs, batch size and samples per pair must be at least 1.")
         if self.lr <= 0:
             raise InputError("The learning rate must be positive.")
+        if not 0.0 <= self.identical_share <= 1.0:
+            raise InputError(f"The share of identical-pair samples must be in [0, 1], got {self.identical_share}.")
+        if self.checkpoint is not None and self.encoder_weights is not None:
+            raise InputError("Start from a checkpoint or from encoder weights, not both.")
+
+
+def _start_from(model: torch.nn.Module, config: TrainConfig) -> dict:
+    """Load ``config.checkpoint``'s weights into ``model`` (fine-tuning); what the metadata
+    records of the start: its file, how that was initialised and trained."""
+    weights, start = load_checkpoint(config.checkpoint)
+    for key in ("method", "encoder"):
+        if start.get(key) != getattr(config, key):
+            raise InputError(f"{config.checkpoint.name} is a {start.get('method')} / {start.get('encoder')} "
+                             f"model; it cannot start a {config.method} / {config.encoder} training.")
+    model.load_state_dict(weights)
+    before = start.get("training") or {}
+    return {"checkpoint": config.checkpoint.name, "encoder_init": before.get("encoder_init", "unknown"),
+            "pairs": before.get("pairs", []), "settings": before.get("settings", {}),
+            "metrics": start.get("metrics", {})}
 
 
 @dataclass
@@ -295,7 +319,7 @@ def train(config: TrainConfig, progress: Callable[[EpochReport], None] | None = 
         log.warning("%d validation pairs are also training pairs (%s…): validation scores will be "
                     "optimistic", len(overlap), overlap[0])
     dataset = ChangeDataset(pairs, crop=config.input_size, samples_per_pair=config.samples_per_pair,
-                            seed=config.seed)
+                            seed=config.seed, identical=config.identical_share)
     shuffle = torch.Generator().manual_seed(config.seed)
     workers = default_workers(device) if config.workers is None else config.workers
     # persistent workers keep their decoded pairs across epochs; set_epoch reaches them
@@ -306,7 +330,11 @@ def train(config: TrainConfig, progress: Callable[[EpochReport], None] | None = 
     meta = _metadata(config, pairs, val_pairs)
     model = build_model(meta, encoder_weights=config.encoder_weights,
                         clip_weights=config.clip_weights,
-                        mask_generator_weights=config.mask_generator_weights).to(device)
+                        mask_generator_weights=config.mask_generator_weights)
+    if config.checkpoint is not None:
+        meta["training"]["start"] = _start_from(model, config)
+        meta["training"]["encoder_init"] = meta["training"]["start"]["encoder_init"]
+    model = model.to(device)
     optimizer = _optimizer(config, [p for p in model.parameters() if p.requires_grad])
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
     state = _resume(config, model, optimizer, scaler, device) if config.resume else _Progress()
@@ -483,7 +511,7 @@ def _metadata(config: TrainConfig, pairs: Sequence[PairPaths], val_pairs: Sequen
                                     "pairs": _names(val_pairs), "pairs_count": len(val_pairs)},
                      "settings": settings,
                      "encoder_init": config.encoder_weights.name if config.encoder_weights else "random",
-                     "identical_pairs": IDENTICAL_SHARE,
+                     "identical_pairs": config.identical_share,
                      "torch": torch.__version__, "machine": platform.machine()},
         "metrics": {},
         "sam_cd_version": __version__,

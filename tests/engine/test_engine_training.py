@@ -94,6 +94,24 @@ def test_resume_after_cancel_matches_an_uninterrupted_run(shared_data, tmp_path)
         train(TrainConfig(out=tmp_path / "never.pt", resume=True, **common))
 
 
+def test_training_can_start_from_a_checkpoint_and_records_it(shared_data, tmp_path, tiny_checkpoint):
+    """Fine-tuning: a run started from a checkpoint begins at its weights (one step at a tiny
+    learning rate stays next to them; random initialisation is far away) and says so."""
+    common = dict(data=[shared_data / "LEVIR-CD"], include=["train_36*"], epochs=1,
+                  **{**TINY, "input_size": 128, "lr": 1e-7}, identical_share=0.5, seed=1)  # tiny: seed 0
+    out = train(TrainConfig(out=tmp_path / "tuned.pt", checkpoint=tiny_checkpoint, **common))
+    (start, _), (tuned, meta) = load_checkpoint(tiny_checkpoint), load_checkpoint(out)
+    conv = next(k for k in start if k.endswith("weight") and start[k].dim() == 4)
+    torch.testing.assert_close(tuned[conv], start[conv], atol=1e-3, rtol=0)
+    assert meta["training"]["start"]["checkpoint"] == tiny_checkpoint.name
+    assert meta["training"]["identical_pairs"] == 0.5
+    fresh, _ = load_checkpoint(train(TrainConfig(out=tmp_path / "fresh.pt", **common)))
+    assert not torch.allclose(fresh[conv], start[conv], atol=1e-3)
+    with pytest.raises(InputError, match="cannot start a sam2-cd"):
+        train(TrainConfig(out=tmp_path / "never.pt", checkpoint=tiny_checkpoint, method="sam2-cd",
+                          **{**common, "encoder": "sam2-t"}))
+
+
 def test_sam2_cd_loss_uses_deep_supervision():
     torch.manual_seed(0)
     model = build_model({"method": "sam2-cd", "encoder": "fastsam-s"}).eval()
