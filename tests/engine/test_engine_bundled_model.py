@@ -34,8 +34,6 @@ def difference_threshold_f1(pairs, threshold: float) -> float:
     return total.f1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="today's bundled model: F1 0.124 vs the threshold's 0.543 — retrained model pending")
 def test_the_bundled_model_beats_the_best_difference_threshold(test_tiles) -> None:
     names = {p.name for p in test_tiles}
     assert len(names) == 3
@@ -43,4 +41,5 @@ def test_the_bundled_model_beats_the_best_difference_threshold(test_tiles) -> No
     assert not any(name in pair for name in names for pair in trained_on)  # never seen in training
     baseline = max(difference_threshold_f1(test_tiles, t) for t in range(10, 200, 10))
     model = evaluate_pairs(ChangeDetector(default_checkpoint(), "cpu"), test_tiles).total.f1
+    # measured: the bundled model 0.580, the threshold 0.543 (t = 100–110); the previous bundled model 0.124
     assert model > baseline, f"bundled model F1 {model:.3f} vs difference threshold {baseline:.3f}"

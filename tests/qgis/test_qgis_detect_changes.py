@@ -269,7 +269,7 @@ def test_every_run_with_the_bundled_model_warns_that_it_is_a_demonstration_model
     monkeypatch.setenv("SAM_CD_ENGINE", transport)
     monkeypatch.setenv("SAM_CD_ENGINE_PYTHON", sys.executable)
     shutdown_engine()
-    demo = ("sam_cem_cd_fastsam-s.pt is a demonstration model: trained on 4 tiles from random "
+    demo = ("sam_cem_cd_fastsam-s.pt is a demonstration model: trained on 8 image pairs from random "
             "initialisation; use it to try the pipeline, train or pick a model for real use.")
     try:
         for run in (1, 2):  # the second run reuses the loaded model: it must warn again

@@ -88,8 +88,8 @@ def test_detect_adds_styled_layers_in_a_group(make_dock, project, norcia, tiny_c
     rows = {row["File"]: row for row in table_rows(dock)}
     assert set(rows) >= {default_checkpoint().name, "tiny_d03.pt", "prompted.pt"}
     assert rows["tiny_d03.pt"]["δ"] == "0.30" and rows["tiny_d03.pt"]["F1"] == "0.610"
-    assert rows[default_checkpoint().name]["F1"] == "0.124 (eval)"  # older checkpoint: no val scores
-    assert rows[default_checkpoint().name]["Training data"] == "LEVIR-CD"
+    assert rows[default_checkpoint().name]["F1"] == "0.494"  # its validation tile's F1
+    assert rows[default_checkpoint().name]["Training data"] == "LEVIR-CD, LEVIR-CD-1024, WHU-CD"
 
     # prompts: usable for the SAM-CD checkpoint only, edited there, remembered
     click_row(dock, "prompted.pt")
@@ -414,5 +414,5 @@ def test_the_bundled_model_is_marked_as_a_demonstration_model(make_dock, tiny_ch
     row = next(r for r in range(proxy.rowCount())
                if proxy.index(r, COLUMNS.index("File")).data() == default_checkpoint().name)
     tooltip = proxy.index(row, COLUMNS.index("Method")).data(Qt.ItemDataRole.ToolTipRole)
-    assert "Demonstration model: trained on 4 tiles from random initialisation" in tooltip
+    assert "Demonstration model: trained on 8 image pairs from random initialisation" in tooltip
     assert "train or pick a model for real use" in tooltip
