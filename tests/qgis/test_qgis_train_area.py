@@ -226,7 +226,7 @@ def test_qgis_process_trains_on_the_area(plugin_dir, rio, rio_changes, tmp_path)
     run = qgis_process_runner(plugin_dir, tmp_path / "profile")
     out = tmp_path / "headless.pt"
     args = [f"{k}={v}" for k, v in {"BEFORE": rio.before, "AFTER": rio.after, "CHANGES": rio_changes,
-                                     "OUTPUT": out, **SHORT, "EPOCHS": 3}.items()]
+                                     "OUTPUT": out, **SHORT}.items()]
     done = run("--json", "run", ALGORITHM, "--", *args, timeout=1500)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(done.stdout)["results"]
@@ -235,7 +235,8 @@ def test_qgis_process_trains_on_the_area(plugin_dir, rio, rio_changes, tmp_path)
     print(f"qgis_process: rio hold-out F1 {results['VAL_F1']:.4f} vs threshold baseline F1 {baseline:.4f}")
     assert results["VAL_F1"] == pytest.approx(meta["metrics"]["val"]["f1"])
     assert meta["metrics"]["val_threshold_baseline"]["f1"] == pytest.approx(baseline, abs=0.01)
-    assert meta["training"]["area"]["name"] == "rio_changes" and len(meta["training"]["history"]) == 3
+    assert meta["training"]["area"]["name"] == "rio_changes" and len(meta["training"]["history"]) == SHORT["EPOCHS"]
+    assert results["VAL_F1"] > baseline  # headless, the same bar as the toolbox run
 
 
 def test_model_designer_chains_a_feature_filter_and_training(rio, rio_changes, tmp_path) -> None:
