@@ -57,7 +57,7 @@ from ..core.writers import AtomicRasterWriter, OutputSet, check_output_path, par
 from ..models.checkpoint import load_checkpoint
 from ..models.registry import build_model
 from .batching import OomBackoff, auto_batch_size
-from .memory import pin_for_raster
+from .memory import pin_for_raster, pin_pending
 from .device import autocast, autocast_dtype, describe_device, resolve_device
 from .prior_field import PriorField
 from .options import STRIDE, DetectionOptions, check_overlap  # noqa: F401 (re-exported)
@@ -367,7 +367,8 @@ class ChangeDetector:
         if overlap < options.overlap:
             log.warning("Tile overlap %d px is more than half the tile size %d px; using %d px",
                         options.overlap, tile, overlap)
-        pin_for_raster(raster_info(before).width)  # in the engine worker only, before any pixel is read (.memory)
+        if pin_pending():  # in the engine worker only, before any pixel is read (.memory)
+            pin_for_raster(raster_info(before).width)
         with AlignedPair(before, after, options.bands_before, options.bands_after,
                          options.normalisation) as pair:
             origin = grid_origin(pair.geotransform)

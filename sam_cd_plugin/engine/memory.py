@@ -50,6 +50,12 @@ def is_pinned() -> bool:
     return _pinned
 
 
+def pin_pending() -> bool:
+    """True while a wide raster would still pin the threshold here (callers skip reading the
+    raster's width otherwise: in QGIS's process and once pinned)."""
+    return _allowed and not _pinned
+
+
 def pin_mmap_threshold() -> bool:
     """Pin glibc's mmap threshold once per process; True if it is pinned (now or before)."""
     global _pinned

@@ -18,6 +18,7 @@ import contextlib
 
 from ..core.errors import SamCdError
 from ..paths import resolve_checkpoint
+from . import memory
 from .failures import user_error
 from .requests import AreaTrainRequest, DetectRequest, EvaluateRequest, TrainRequest, jsonable
 
@@ -135,8 +136,6 @@ class EngineSession:
 
     def stats(self) -> dict:
         import os
-
-        from . import memory
 
         with self._lock:
             return {"model_loads": self.model_loads, "models": len(self._models), "pid": os.getpid(),
